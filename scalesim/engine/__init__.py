@@ -1,0 +1,1 @@
+"""Serving-engine integrations. Only `scalesim.engine.sglang` imports SGLang."""

@@ -1,0 +1,55 @@
+"""The SGLang attributes ScaleSim hooks or depends on, checked before anything is hooked.
+
+Class and module names drift between SGLang releases; a hook on a vanished target would
+otherwise be skipped with a log line. Checking up front turns a version mismatch into one
+clear error naming the missing target and the release ScaleSim is pinned to.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+
+from scalesim import SGLANG_VERSION
+
+# Hooked by the plugin (see plugin.py).
+SCHEDULER_INTERNAL_STATE = "sglang.srt.managers.scheduler.Scheduler.get_internal_state"
+
+# Used by `scalesim serve` to parse and launch.
+SERVER_ARGS = "sglang.srt.server_args.ServerArgs"
+PREPARE_SERVER_ARGS = "sglang.srt.server_args.prepare_server_args"
+RUN_SERVER = "sglang.launch_server.run_server"
+
+HOOK_TARGETS: tuple[str, ...] = (SCHEDULER_INTERNAL_STATE,)
+LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
+
+
+class TargetMissingError(RuntimeError):
+    """An SGLang attribute ScaleSim needs does not exist in the installed SGLang."""
+
+
+def installed_sglang_version() -> str:
+    import sglang
+
+    return getattr(sglang, "__version__", "unknown")
+
+
+def check_version() -> None:
+    """Raise `TargetMissingError` unless the installed SGLang is the pinned release."""
+    found = installed_sglang_version()
+    if found != SGLANG_VERSION:
+        raise TargetMissingError(
+            f"ScaleSim is pinned to sglang=={SGLANG_VERSION} but sglang {found} is installed"
+        )
+
+
+def check_targets(targets: tuple[str, ...]) -> None:
+    """Resolve every dotted target; raise `TargetMissingError` naming the first that is missing."""
+    for target in targets:
+        try:
+            pkgutil.resolve_name(target)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise TargetMissingError(
+                f"SGLang target {target} not found ({type(exc).__name__}: {exc}); "
+                f"ScaleSim is pinned to sglang=={SGLANG_VERSION}, "
+                f"installed is {installed_sglang_version()}"
+            ) from exc
