@@ -7,3 +7,8 @@
 - `patches`: applying and checking the small diffs in `patches/` against the pinned release.
 - `doctor`: the environment report behind `scalesim doctor`.
 """
+
+# The entry point name in pyproject.toml (group `sglang.srt.plugins`). Kept here, free of SGLang
+# imports, because the launcher must read it before SGLang may be imported.
+PLUGIN_NAME = "scalesim"
+PLUGIN_GROUP = "sglang.srt.plugins"

@@ -14,11 +14,11 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import targets
+from scalesim.engine.sglang import PLUGIN_NAME, targets
 
 logger = logging.getLogger(__name__)
 
-PLUGIN_NAME = "scalesim"
+
 
 
 def load() -> None:

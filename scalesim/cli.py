@@ -1,0 +1,110 @@
+"""The `scalesim` command: serve, doctor, demo, and setup helpers (models, adapters, patches)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scalesim import paths
+
+
+def _cmd_serve(argv: list[str]) -> int:
+    from scalesim.engine.sglang.launch import ServeError, serve
+
+    try:
+        return serve(argv)
+    except ServeError as exc:
+        print(f"scalesim serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _cmd_doctor(_: argparse.Namespace) -> int:
+    from scalesim.engine.sglang.doctor import report
+
+    return report()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from scalesim.demo import run_demo
+
+    return run_demo(args.agents, args.steps, args.active, args.seed, args.port, args.max_tokens, Path(args.log))
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from scalesim.models import smollm2, tiny
+
+    if args.which in ("default", "all"):
+        print(f"default model: {smollm2.build(paths.default_model_path())}")
+    if args.which in ("tiny", "all"):
+        print(f"tiny model: {tiny.build(paths.tiny_model_path())}")
+    return 0
+
+
+def _cmd_adapters(args: argparse.Namespace) -> int:
+    from scalesim.models.adapters import make_adapters
+
+    made = make_adapters(Path(args.model), Path(args.out), args.count, rank=args.rank, seed=args.seed)
+    print(f"{len(made)} adapters in {args.out}")
+    return 0
+
+
+def _cmd_patches(args: argparse.Namespace) -> int:
+    from scalesim.engine.sglang import patches
+
+    try:
+        result = patches.apply_all() if args.action == "apply" else patches.statuses()
+    except patches.PatchError as exc:
+        print(f"scalesim patches: error: {exc}", file=sys.stderr)
+        return 1
+    for s in result:
+        print(f"{s.name}: {s.state.value}")
+    return 0 if all(s.state is patches.PatchState.APPLIED for s in result) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scalesim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the server; SGLang arguments pass through, ScaleSim's start with --scalesim-",
+                   add_help=False)
+    sub.add_parser("doctor", help="print versions, device, patches, models and plugin status").set_defaults(fn=_cmd_doctor)
+
+    demo = sub.add_parser("demo", help="start a server and run a short multi-agent simulation")
+    demo.add_argument("--agents", type=int, default=20)
+    demo.add_argument("--steps", type=int, default=3)
+    demo.add_argument("--active", type=float, default=0.25, help="share of agents active per step")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--port", type=int, default=30123)
+    demo.add_argument("--max-tokens", type=int, default=24)
+    demo.add_argument("--log", default=str(paths.cache_root() / "demo-server.log"))
+    demo.set_defaults(fn=_cmd_demo)
+
+    models = sub.add_parser("models", help="build the embedded models into the cache (idempotent)")
+    models.add_argument("which", choices=["default", "tiny", "all"], nargs="?", default="all")
+    models.set_defaults(fn=_cmd_models)
+
+    adapters = sub.add_parser("adapters", help="make N distinct seeded LoRA adapters for a model")
+    adapters.add_argument("--model", default=str(paths.default_model_path()))
+    adapters.add_argument("--out", required=True)
+    adapters.add_argument("--count", type=int, required=True)
+    adapters.add_argument("--rank", type=int, default=8)
+    adapters.add_argument("--seed", type=int, default=0)
+    adapters.set_defaults(fn=_cmd_adapters)
+
+    patch = sub.add_parser("patches", help="apply or check ScaleSim's patches to the installed SGLang")
+    patch.add_argument("action", choices=["apply", "status"])
+    patch.set_defaults(fn=_cmd_patches)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `serve` hands every argument to SGLang, so it bypasses argparse here.
+    if argv[:1] == ["serve"]:
+        return _cmd_serve(argv[1:])
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""`scalesim serve`: SGLang's OpenAI-compatible server with ScaleSim's plugin, in this process.
+
+Every argument that is not a ScaleSim option (prefix `--scalesim-`) goes to SGLang unchanged.
+Before anything is spawned the arguments are parsed with SGLang's own parser and checked (model
+path, port), so a bad invocation exits non-zero with one line and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from scalesim import paths
+from scalesim.engine.sglang import targets
+from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME
+
+
+# What SGLang needs to run on a machine without a GPU (see the notes on SGLang on CPU).
+CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
+    ("--device", "cpu"),
+    ("--attention-backend", "torch_native"),
+    ("--cuda-graph-backend-decode", "disabled"),
+    ("--cuda-graph-backend-prefill", "disabled"),
+)
+
+
+class ServeError(Exception):
+    """A reason `scalesim serve` refuses to start, as one line."""
+
+
+@dataclass(frozen=True)
+class ScaleSimOptions:
+    """ScaleSim's own serve options; everything else belongs to SGLang."""
+
+    disable: bool = False
+
+
+_OPTION_FLAGS = {"--scalesim-disable": "disable"}
+
+
+def split_argv(argv: list[str]) -> tuple[ScaleSimOptions, list[str]]:
+    """Separate `--scalesim-*` options from SGLang's arguments (kept in order)."""
+    options: dict[str, bool] = {}
+    rest: list[str] = []
+    for arg in argv:
+        if arg.startswith("--scalesim-"):
+            field = _OPTION_FLAGS.get(arg)
+            if field is None:
+                valid = ", ".join(sorted(_OPTION_FLAGS))
+                raise ServeError(f"unknown ScaleSim option {arg} (valid: {valid})")
+            options[field] = True
+        else:
+            rest.append(arg)
+    return ScaleSimOptions(**options), rest
+
+
+def _has_flag(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def with_defaults(argv: list[str], *, has_gpu: bool) -> list[str]:
+    """Add the embedded default model when none is given, and CPU defaults when there is no GPU.
+
+    Flags the user gave always win over defaults.
+    """
+    out = list(argv)
+    if not _has_flag(out, "--model-path") and not _has_flag(out, "--model"):
+        out += ["--model-path", str(paths.default_model_path())]
+    if not has_gpu:
+        for flag, value in CPU_DEFAULTS:
+            if not _has_flag(out, flag):
+                out += [flag] if value is None else [flag, value]
+    return out
+
+
+def plugin_filter(current: str | None, *, enabled: bool) -> str:
+    """The `SGLANG_PLUGINS` whitelist that loads (or skips) ScaleSim and keeps the others.
+
+    SGLang treats an unset or empty variable as "load all"; a lone "," is a non-empty list
+    naming nothing, so it loads none.
+    """
+    if current:
+        names = [n.strip() for n in current.split(",") if n.strip()]
+    else:
+        names = [ep.name for ep in entry_points(group=PLUGIN_GROUP)]
+    names = [n for n in names if n != PLUGIN_NAME]
+    if enabled:
+        names.append(PLUGIN_NAME)
+    return ",".join(names) if names else ","
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """SGLang's argument parser, but errors raise instead of printing usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ServeError(message)
+
+
+def parse_sglang_args(argv: list[str]) -> argparse.Namespace:
+    from sglang.srt.server_args import ServerArgs
+
+    parser = _RaisingParser(prog="scalesim serve", add_help=False)
+    ServerArgs.add_cli_args(parser)
+    return parser.parse_args(argv)
+
+
+def check_model_path(model_path: str) -> None:
+    """A local-looking path must exist; a bare `org/name` is left to SGLang unless offline."""
+    path = Path(model_path).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ServeError(f"model path {model_path} has no config.json")
+        return
+    looks_local = model_path.startswith(("/", ".", "~")) or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if looks_local:
+        hint = " (run `make setup` to build the default model)" if path == paths.default_model_path() else ""
+        raise ServeError(f"model path {model_path} does not exist{hint}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServeError(f"port {port} on {host} is not available ({exc.strerror})") from exc
+
+
+def configure_device_env() -> bool:
+    """Detect a GPU; without one, select SGLang's CPU engine. Returns whether a GPU is present.
+
+    Must run before any SGLang module is imported: they read `SGLANG_USE_CPU_ENGINE` at
+    import time (without it the CPU path dies importing vllm).
+    """
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    if not has_gpu:
+        os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
+    return has_gpu
+
+
+def prepare(argv: list[str]) -> tuple[ScaleSimOptions, list[str]]:
+    """Everything `serve` checks before starting SGLang; sets the process environment.
+
+    Returns the options and the final SGLang argv. Raises `ServeError` on any bad input.
+    """
+    options, sglang_argv = split_argv(argv)
+    has_gpu = configure_device_env()
+    os.environ["SGLANG_PLUGINS"] = plugin_filter(os.environ.get("SGLANG_PLUGINS"), enabled=not options.disable)
+    sglang_argv = with_defaults(sglang_argv, has_gpu=has_gpu)
+    try:
+        targets.check_version()
+        targets.check_targets(targets.LAUNCH_TARGETS)
+    except targets.TargetMissingError as exc:
+        raise ServeError(str(exc)) from exc
+    args = parse_sglang_args(sglang_argv)
+    check_model_path(args.model_path)
+    check_port_free(args.host, args.port)
+    return options, sglang_argv
+
+
+def serve(argv: list[str]) -> int:
+    """Run the server until it stops; return the exit code. Raises `ServeError` before launch."""
+    _, sglang_argv = prepare(argv)
+    from sglang.launch_server import run_server
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.server_args import prepare_server_args
+    from sglang.srt.utils import kill_process_tree
+
+    load_plugins()
+    try:
+        server_args = prepare_server_args(sglang_argv)
+    except (ValueError, AssertionError, TypeError) as exc:
+        raise ServeError(f"invalid server arguments: {exc}") from exc
+    try:
+        run_server(server_args)
+    finally:
+        # SGLang's own launcher does the same: no scheduler or detokenizer outlives us.
+        kill_process_tree(os.getpid(), include_parent=False)
+    return 0
