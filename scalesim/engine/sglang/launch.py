@@ -25,6 +25,7 @@ CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--attention-backend", "torch_native"),
     ("--cuda-graph-backend-decode", "disabled"),
     ("--cuda-graph-backend-prefill", "disabled"),
+    ("--lora-backend", "torch_native"),
 )
 
 
@@ -123,6 +124,8 @@ def check_model_path(model_path: str) -> None:
 
 def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # As uvicorn does: connections in TIME_WAIT from an earlier server must not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

@@ -1,0 +1,61 @@
+"""Shared fixtures. One live SGLang server (default model, two LoRA adapters) per test session."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from scalesim import paths
+from scalesim.engine.sglang.launch import configure_device_env
+
+# SGLang modules read SGLANG_USE_CPU_ENGINE when imported; tests import some of them directly.
+configure_device_env()
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+ADAPTER_NAMES = ("a0", "a1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    path = paths.default_model_path()
+    if not (path / ".scalesim-complete").exists():
+        pytest.fail(f"default model missing at {path}: run `make setup`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(default_model: Path) -> dict[str, Path]:
+    from scalesim.models.adapters import make_adapters
+
+    made = make_adapters(default_model, paths.cache_root() / "adapters" / "tests-smollm2", len(ADAPTER_NAMES))
+    return dict(zip(ADAPTER_NAMES, made))
+
+
+def server_args(adapter_dirs: dict[str, Path]) -> list[str]:
+    """The serve arguments of the shared test server (also used for the plugin-disabled twin)."""
+    return [
+        "--enable-lora",
+        "--lora-paths", *(f"{name}={path}" for name, path in adapter_dirs.items()),
+        "--max-loras-per-batch", "2",
+        "--max-lora-rank", "8",
+        "--lora-target-modules", *LORA_TARGETS,
+        "--max-total-tokens", "16384",
+        "--enable-cache-report",
+    ]
+
+
+@pytest.fixture(scope="session")
+def server(adapter_dirs, tmp_path_factory):
+    from scalesim.server_process import ServerProcess
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with ServerProcess(server_args(adapter_dirs), free_port(), log) as proc:
+        yield proc

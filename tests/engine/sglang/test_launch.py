@@ -1,0 +1,92 @@
+"""`scalesim serve` argument handling, without starting a server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from scalesim import paths
+from scalesim.engine.sglang.launch import (
+    ScaleSimOptions,
+    ServeError,
+    check_model_path,
+    check_port_free,
+    plugin_filter,
+    split_argv,
+    with_defaults,
+)
+
+
+def test_split_argv_keeps_sglang_args_in_order():
+    opts, rest = split_argv(["--model-path", "m", "--scalesim-disable", "--port", "1"])
+    assert opts == ScaleSimOptions(disable=True)
+    assert rest == ["--model-path", "m", "--port", "1"]
+    assert split_argv(["--port", "1"]) == (ScaleSimOptions(disable=False), ["--port", "1"])
+
+
+def test_split_argv_rejects_unknown_scalesim_option():
+    with pytest.raises(ServeError, match=r"unknown ScaleSim option --scalesim-nope \(valid: --scalesim-disable\)"):
+        split_argv(["--scalesim-nope"])
+
+
+def test_cpu_defaults_added_only_where_absent():
+    argv = with_defaults(["--model-path", "m", "--attention-backend", "sdpa"], has_gpu=False)
+    assert argv == [
+        "--model-path", "m", "--attention-backend", "sdpa",
+        "--device", "cpu",
+        "--cuda-graph-backend-decode", "disabled",
+        "--cuda-graph-backend-prefill", "disabled",
+        "--lora-backend", "torch_native",
+    ]
+    assert with_defaults(["--model-path=m", "--device=cpu"], has_gpu=False)[:2] == ["--model-path=m", "--device=cpu"]
+
+
+def test_gpu_gets_no_cpu_defaults_and_default_model_when_none_given():
+    assert with_defaults([], has_gpu=True) == ["--model-path", str(paths.default_model_path())]
+    assert with_defaults(["--model", "x"], has_gpu=True) == ["--model", "x"]
+
+
+@pytest.mark.parametrize(
+    "current, enabled, expected",
+    [
+        ("other", True, "other,scalesim"),
+        ("other,scalesim", False, "other"),
+        ("scalesim", False, ","),  # a non-empty list naming nothing: SGLang loads no plugin
+        (" a , scalesim ,b", True, "a,b,scalesim"),
+    ],
+)
+def test_plugin_filter(current, enabled, expected):
+    assert plugin_filter(current, enabled=enabled) == expected
+
+
+def test_plugin_filter_without_variable_lists_installed_plugins():
+    # With the variable unset SGLang loads everything; ours must be the only one named or dropped.
+    assert plugin_filter(None, enabled=True).split(",")[-1] == "scalesim"
+    assert "scalesim" not in plugin_filter(None, enabled=False)
+
+
+def test_model_path_checks(tmp_path):
+    with pytest.raises(ServeError, match="does not exist"):
+        check_model_path(str(tmp_path / "missing"))
+    with pytest.raises(ServeError, match="has no config.json"):
+        check_model_path(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    check_model_path(str(tmp_path))
+    check_model_path("some-org/some-model")  # a hub id is left to SGLang when online
+
+
+def test_model_path_hub_id_refused_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ServeError, match="some-org/some-model does not exist"):
+        check_model_path("some-org/some-model")
+
+
+def test_port_checks():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeError, match=f"port {port} on 127.0.0.1 is not available"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)
