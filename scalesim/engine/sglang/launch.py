@@ -20,12 +20,15 @@ from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME
 
 
 # What SGLang needs to run on a machine without a GPU (see the notes on SGLang on CPU).
+# `--sleep-on-idle`: an idle scheduler otherwise busy-polls its sockets and holds a whole core,
+# which on a 2-core machine starves the tokenizer, the clients and any other model process.
 CPU_DEFAULTS: tuple[tuple[str, str | None], ...] = (
     ("--device", "cpu"),
     ("--attention-backend", "torch_native"),
     ("--cuda-graph-backend-decode", "disabled"),
     ("--cuda-graph-backend-prefill", "disabled"),
     ("--lora-backend", "torch_native"),
+    ("--sleep-on-idle", None),
 )
 
 

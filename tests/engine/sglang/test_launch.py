@@ -38,6 +38,7 @@ def test_cpu_defaults_added_only_where_absent():
         "--cuda-graph-backend-decode", "disabled",
         "--cuda-graph-backend-prefill", "disabled",
         "--lora-backend", "torch_native",
+        "--sleep-on-idle",
     ]
     assert with_defaults(["--model-path=m", "--device=cpu"], has_gpu=False)[:2] == ["--model-path=m", "--device=cpu"]
 
