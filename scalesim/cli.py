@@ -31,6 +31,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.agents, args.steps, args.active, args.seed, args.port, args.max_tokens, Path(args.log))
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from scalesim.bench import core
+
+    core.run(n_agents=args.agents, victims=args.victims, repeats=args.repeats)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from scalesim.models import smollm2, tiny
 
@@ -78,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-tokens", type=int, default=24)
     demo.add_argument("--log", default=str(paths.cache_root() / "demo-server.log"))
     demo.set_defaults(fn=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bench_sub = bench.add_subparsers(dest="suite", required=True)
+    core = bench_sub.add_parser("core", help="distance table and eviction policy cost per operation")
+    core.add_argument("--agents", type=int, default=10_000)
+    core.add_argument("--victims", type=int, default=1_000)
+    core.add_argument("--repeats", type=int, default=7)
+    core.set_defaults(fn=_cmd_bench)
 
     models = sub.add_parser("models", help="build the embedded models into the cache (idempotent)")
     models.add_argument("which", choices=["default", "tiny", "all"], nargs="?", default="all")

@@ -6,6 +6,7 @@ scheduler and detokenizer subprocesses, whatever state they are in.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -37,7 +38,8 @@ class ServerProcess:
     def start(self, timeout_s: float = 300.0) -> "ServerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
-        self._proc = subprocess.Popen(self._argv, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True)
+        self._proc = subprocess.Popen(self._argv, stdout=log, stderr=subprocess.STDOUT, env=self._env,
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -77,6 +79,19 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies without stopping us (Linux; else no-op).
+
+    A test runner or demo killed with SIGKILL cannot run `stop()`; without this the server
+    would outlive it, holding its port and gigabytes of KV pool.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks that `scalesim bench` runs (importable from an installed package)."""

@@ -1,0 +1,273 @@
+"""Eviction order over any kind of per-agent state, kept up to date incrementally.
+
+The mechanism (`EvictionPolicy`) tracks each piece of evictable state: its owners (the agents
+that use it), size, last use and pins. The order is one small `Priority`: a sort key per piece,
+smallest evicted first. The mechanism never walks all state per eviction: it keeps a heap with
+lazy invalidation and re-keys only the state of agents whose distance changed.
+
+Contract (exact orders are tested in tests/policy):
+- The distance of a piece of state is its nearest owner's distance; with no known owner
+  distance it is `UNKNOWN` (infinite): in distance order an unknown agent ranks after every
+  known one, so in eviction order its state goes first.
+- `DistancePriority`: farthest first; among equal distances (unknown included) least recently
+  used first; then first added first.
+- `LRUPriority`: least recently used first; then first added first.
+- Pinned (in-use) state is never returned as a victim.
+- Ties never depend on object identity or hashing: identical call sequences give identical
+  decisions in every process (tensor-parallel ranks).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scalesim.distance import DistanceTable
+
+UNKNOWN = float("inf")
+
+
+class Priority(Protocol):
+    """Sort key of one piece of state: the smallest is evicted first.
+
+    `entry` returns the heap entry: the sort key, with `key` (the state's own key) last.
+    `seq` is unique per piece, so it must come before `key`: keys are never compared.
+    """
+
+    name: str
+
+    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple: ...
+
+
+@dataclass(frozen=True)
+class DistancePriority:
+    name: str = "distance"
+
+    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
+        return (-distance, last_used, seq, key)
+
+
+@dataclass(frozen=True)
+class LRUPriority:
+    name: str = "lru"
+
+    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
+        return (last_used, seq, key)
+
+
+_PRIORITIES: dict[str, Callable[[], Priority]] = {"distance": DistancePriority, "lru": LRUPriority}
+
+
+def make_priority(name: str) -> Priority:
+    """The priority registered under `name`; unknown names raise listing the valid ones."""
+    try:
+        return _PRIORITIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown eviction priority {name!r} (valid: {', '.join(sorted(_PRIORITIES))})") from None
+
+
+@dataclass
+class _Tracked:
+    owners: frozenset[str]
+    size: int
+    last_used: float
+    seq: int
+    pins: int = 0
+    entry: tuple = field(default=())
+
+
+class EvictionPolicy:
+    """Evictable state of one memory kind, ordered by `priority` over distances in `table`.
+
+    Keys are whatever the memory kind uses (radix node ids, adapter names): hashable, and
+    never compared with each other.
+    """
+
+    # Rebuild the heap from scratch when stale entries outnumber live ones by this factor.
+    _COMPACT_FACTOR = 2
+
+    def __init__(self, priority: Priority, table: DistanceTable | None = None):
+        self.priority = priority
+        self._table = table
+        self._state: dict[Hashable, _Tracked] = {}
+        self._by_agent: dict[str, set[Hashable]] = {}
+        self._heap: list[tuple] = []
+        self._seq = 0
+        if table is not None:
+            table.subscribe(self.on_distances_changed)
+
+    # -- state tracking -----------------------------------------------------------------
+
+    def add(self, key: Hashable, owners: Iterable[str], size: int, now: float) -> None:
+        """Start tracking `key` (resident, evictable unless pinned)."""
+        if key in self._state:
+            raise KeyError(f"state {key!r} is already tracked")
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        tracked = _Tracked(frozenset(owners), size, now, self._seq)
+        self._seq += 1
+        self._state[key] = tracked
+        for agent in tracked.owners:
+            self._by_agent.setdefault(agent, set()).add(key)
+        self._push(key, tracked)
+
+    def remove(self, key: Hashable) -> None:
+        """Stop tracking `key` (evicted or freed). Its heap entry becomes stale."""
+        tracked = self._state.pop(key)
+        for agent in tracked.owners:
+            keys = self._by_agent.get(agent)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_agent[agent]
+
+    def touch(self, key: Hashable, now: float) -> None:
+        """Record a use of `key` at time `now` (recency)."""
+        tracked = self._state[key]
+        tracked.last_used = now
+        self._push(key, tracked)
+
+    def set_owners(self, key: Hashable, owners: Iterable[str]) -> None:
+        tracked = self._state[key]
+        new = frozenset(owners)
+        for agent in tracked.owners - new:
+            self._by_agent[agent].discard(key)
+            if not self._by_agent[agent]:
+                del self._by_agent[agent]
+        for agent in new - tracked.owners:
+            self._by_agent.setdefault(agent, set()).add(key)
+        tracked.owners = new
+        self._push(key, tracked)
+
+    def pin(self, key: Hashable) -> None:
+        """Protect `key` from eviction until a matching `unpin` (pins nest)."""
+        self._state[key].pins += 1
+
+    def unpin(self, key: Hashable) -> None:
+        tracked = self._state[key]
+        if tracked.pins == 0:
+            raise ValueError(f"state {key!r} is not pinned")
+        tracked.pins -= 1
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def size_of(self, key: Hashable) -> int:
+        return self._state[key].size
+
+    def owners_of(self, key: Hashable) -> frozenset[str]:
+        return self._state[key].owners
+
+    def is_pinned(self, key: Hashable) -> bool:
+        return self._state[key].pins > 0
+
+    def distance(self, key: Hashable) -> float:
+        """The nearest owner's distance, or `UNKNOWN`."""
+        return self._distance_of(self._state[key].owners)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def victims(self, need: int) -> list[Hashable]:
+        """Unpinned keys in eviction order until their sizes sum to at least `need`.
+
+        Returns fewer (possibly none) if all unpinned state together is smaller. Does not
+        remove anything: the caller evicts, then calls `remove`.
+        """
+        chosen: list[Hashable] = []
+        freed = 0
+        heap, state = self._heap, self._state
+        popped: list[tuple] = []
+        while freed < need and heap:
+            entry = heapq.heappop(heap)
+            tracked = state.get(entry[-1])
+            if tracked is None or tracked.entry is not entry:
+                continue  # stale: dropped for good
+            popped.append(entry)
+            if tracked.pins == 0:
+                chosen.append(entry[-1])
+                freed += tracked.size
+        for entry in popped:  # deciding is not evicting: the heap is left as it was
+            heapq.heappush(heap, entry)
+        return chosen
+
+    def order(self) -> list[Hashable]:
+        """Every unpinned key, in eviction order (first evicted first)."""
+        return list(self._iter_order())
+
+    # -- distance changes ---------------------------------------------------------------
+
+    def on_distances_changed(self, agents: set[str]) -> None:
+        """Re-key the state owned by `agents` (the table's listener)."""
+        if len(agents) * 4 >= len(self._state):
+            self._rebuild()
+            return
+        seen: set[Hashable] = set()
+        dist = self._table.view() if self._table is not None else None
+        for agent in agents:
+            for key in self._by_agent.get(agent, ()):
+                if key not in seen:
+                    seen.add(key)
+                    tracked = self._state[key]
+                    tracked.entry = self._entry(key, tracked, dist)
+                    heapq.heappush(self._heap, tracked.entry)
+        if len(self._heap) > self._COMPACT_FACTOR * max(len(self._state), 16):
+            self._rebuild()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _distance_of(self, owners: frozenset[str], dist: Mapping[str, float] | None = None) -> float:
+        if self._table is None or not owners:
+            return UNKNOWN
+        if dist is None:
+            dist = self._table.view()
+        return min([dist.get(agent, UNKNOWN) for agent in owners])
+
+    def _entry(self, key: Hashable, tracked: _Tracked, dist: Mapping[str, float] | None = None) -> tuple:
+        return self.priority.entry(self._distance_of(tracked.owners, dist), tracked.last_used, tracked.seq, key)
+
+    def _push(self, key: Hashable, tracked: _Tracked) -> None:
+        tracked.entry = self._entry(key, tracked)
+        heapq.heappush(self._heap, tracked.entry)
+        if len(self._heap) > self._COMPACT_FACTOR * max(len(self._state), 16):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # The one O(n) path (a bulk distance change, or compaction): kept tight on purpose.
+        dist = self._table.view() if self._table is not None else {}
+        get = dist.get
+        make = self.priority.entry
+        heap = []
+        for key, t in self._state.items():
+            owners = t.owners
+            if len(owners) == 1:
+                (agent,) = owners
+                d = get(agent, UNKNOWN)
+            else:
+                d = min([get(a, UNKNOWN) for a in owners], default=UNKNOWN)
+            t.entry = make(d, t.last_used, t.seq, key)
+            heap.append(t.entry)
+        heapq.heapify(heap)
+        self._heap = heap
+
+    def _iter_order(self):
+        """Pop valid entries in order, yield unpinned keys, and restore the heap afterwards."""
+        heap = self._heap
+        popped: list[tuple] = []
+        try:
+            while heap:
+                entry = heapq.heappop(heap)
+                key = entry[-1]
+                tracked = self._state.get(key)
+                if tracked is None or tracked.entry is not entry:
+                    continue  # stale: dropped for good
+                popped.append(entry)
+                if tracked.pins == 0:
+                    yield key
+        finally:
+            for entry in popped:
+                heapq.heappush(heap, entry)

@@ -1,0 +1,145 @@
+"""Each estimator against hand-computed cases, edge cases included."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scalesim.distance.estimators import (
+    ActivationPathEstimator,
+    EventQueueEstimator,
+    LearnedEstimator,
+    PlanEstimator,
+    SpatialEstimator,
+    TurnEstimator,
+    Walker,
+    combine_min,
+)
+
+
+def test_combine_min():
+    assert combine_min({"a": 3, "b": 1}, {"a": 2, "c": 5}, {}) == {"a": 2, "b": 1, "c": 5}
+
+
+def test_plan_remaining_action_time():
+    plans = PlanEstimator()
+    plans.set_action("cook", 3)
+    plans.set_action("sleep", 8)
+    plans.advance(2)
+    plans.set_action("walk", 1)  # starts now
+    assert plans.distances() == {"cook": 1.0, "sleep": 6.0, "walk": 1.0}
+    plans.advance(4)
+    # A plan that just ended: the agent calls now.
+    assert plans.distances() == {"cook": 0.0, "sleep": 4.0, "walk": 0.0}
+    with pytest.raises(ValueError):
+        plans.set_action("x", -1)
+
+
+def test_spatial_meeting_is_the_later_arrival_each_at_own_speed():
+    s = SpatialEstimator()
+    cafe = (10.0, 0.0)
+    s.set_walker("fast", Walker((0.0, 0.0), cafe, speed=2.0))  # arrives at 5
+    s.set_walker("slow", Walker((4.0, 0.0), cafe, speed=0.5))  # arrives at 12
+    s.set_walker("loner", Walker((0.0, 0.0), (50.0, 0.0), speed=1.0))
+    assert s.distances() == {"fast": 12.0, "slow": 12.0}
+
+
+def test_spatial_earliest_partner_and_already_together():
+    s = SpatialEstimator()
+    park = (0.0, 3.0)
+    s.set_walker("a", Walker((0.0, 0.0), park, speed=1.0))  # 3
+    s.set_walker("b", Walker((0.0, 3.0)))  # already there, staying: 0
+    s.set_walker("c", Walker((0.0, 3.0)))  # already together with b
+    s.set_walker("d", Walker((0.0, -7.0), park, speed=1.0))  # 10
+    assert s.distances() == {"a": 3.0, "b": 0.0, "c": 0.0, "d": 10.0}
+
+
+def test_spatial_min_with_action_time_and_immobile_agents():
+    plans = PlanEstimator()
+    plans.set_action("a", 2)
+    plans.set_action("b", 9)
+    s = SpatialEstimator(plans)
+    s.set_walker("a", Walker((0.0, 0.0), (6.0, 0.0), speed=1.0))
+    s.set_walker("b", Walker((6.0, 0.0)))
+    s.set_walker("stuck", Walker((1.0, 1.0), (6.0, 0.0), speed=0.0))  # never arrives
+    assert s.distances() == {"a": 2.0, "b": 6.0}
+
+
+def test_activation_bfs_hops_incremental():
+    graph = {"s": ["a", "b"], "a": ["c"], "b": ["c"], "c": ["d"], "x": ["y"]}
+    est = ActivationPathEstimator(graph)
+    assert est.distances() == {}  # empty front: nobody is known
+    est.activate(["s"])
+    assert est.distances() == {"s": 0.0, "a": 1.0, "b": 1.0, "c": 2.0, "d": 3.0}
+    est.activate(["a", "b"])  # s has spoken: it drops out
+    assert est.distances() == {"a": 0.0, "b": 0.0, "c": 1.0, "d": 2.0}
+    est.activate(["c"])
+    assert est.distances() == {"c": 0.0, "d": 1.0}
+    # x and y are another component: never reachable, so unknown throughout.
+
+
+def test_activation_undirected_and_new_source_shortens_paths():
+    est = ActivationPathEstimator({"a": ["b"], "b": ["c"], "c": ["d"], "d": ["e"]}, directed=False)
+    est.activate(["a"])
+    assert est.distances()["e"] == 4.0
+    est.activate(["e"])  # news also breaks out at the far end
+    assert est.distances() == {"e": 0.0, "b": 1.0, "c": 2.0, "d": 1.0}
+
+
+def test_turn_order_across_rounds_and_skips():
+    t = TurnEstimator(["a", "b", "c"])
+    assert t.distances() == {"a": 0.0, "b": 1.0, "c": 2.0}
+    assert t.advance() == "a"
+    assert t.distances() == {"b": 0.0, "c": 1.0, "a": 2.0}
+    t.skip("c")
+    # c's next turn is passed over: a goes right after b, c comes in the next round.
+    assert t.distances() == {"b": 0.0, "a": 1.0, "c": 2.0}
+    assert t.advance() == "b"
+    assert t.advance() == "a"  # c's turn was skipped
+    assert t.distances() == {"b": 0.0, "c": 1.0, "a": 2.0}
+
+
+def test_turn_agent_speaking_twice_per_round_takes_nearest():
+    t = TurnEstimator(["chair", "x", "chair", "y"])
+    t.advance()
+    assert t.distances() == {"x": 0.0, "chair": 1.0, "y": 2.0}
+
+
+def test_event_queue_rank():
+    q = EventQueueEstimator()
+    q.schedule(5.0, "a")
+    q.schedule(2.0, "b")
+    q.schedule(2.0, "c")  # same time as b, inserted later
+    q.schedule(1.0, "a")  # a's next event is its earliest
+    assert q.distances() == {"a": 0.0, "b": 1.0, "c": 2.0}
+    assert q.pop() == (1.0, "a")
+    assert q.distances() == {"b": 0.0, "c": 1.0, "a": 2.0}
+
+
+def test_learned_round_robin_is_exact_after_two_requests():
+    est = LearnedEstimator()
+    for step in range(9):  # round-robin over a, b, c
+        est.observe("abc"[step % 3], float(step))
+    est.advance(9)
+    assert est.distances() == {"a": 0.0, "b": 1.0, "c": 2.0}
+
+
+def test_learned_median_ignores_an_outlier_and_single_calls_are_unknown():
+    est = LearnedEstimator(window=5)
+    for t in (0, 4, 8, 30, 34):  # gaps 4, 4, 22, 4
+        est.observe("a", float(t))
+    est.observe("once", 10.0)
+    est.advance(35)
+    assert est.distances() == {"a": 3.0}
+    with pytest.raises(ValueError, match="goes back"):
+        est.observe("a", 1.0)
+
+
+def test_learned_overdue_agent_is_due_now():
+    est = LearnedEstimator()
+    est.observe("a", 0.0)
+    est.observe("a", 2.0)
+    est.advance(100)
+    assert est.distances() == {"a": 0.0}
+    assert math.isclose(est.predicted_next("a"), 4.0)
