@@ -40,6 +40,10 @@ class Priority(Protocol):
 
     def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple: ...
 
+    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
+        """`entry` for many rows of (distance, last_used, seq, key) at once (bulk rebuilds)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DistancePriority:
@@ -48,6 +52,9 @@ class DistancePriority:
     def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
         return (-distance, last_used, seq, key)
 
+    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
+        return [(-d, u, s, k) for d, u, s, k in rows]
+
 
 @dataclass(frozen=True)
 class LRUPriority:
@@ -55,6 +62,9 @@ class LRUPriority:
 
     def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
         return (last_used, seq, key)
+
+    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
+        return [(u, s, k) for _, u, s, k in rows]
 
 
 _PRIORITIES: dict[str, Callable[[], Priority]] = {"distance": DistancePriority, "lru": LRUPriority}
@@ -76,6 +86,11 @@ class _Tracked:
     seq: int
     pins: int = 0
     entry: tuple = field(default=())
+    sole_owner: str | None = None  # the owner when there is exactly one (the common case)
+
+    def set_owners(self, owners: frozenset[str]) -> None:
+        self.owners = owners
+        self.sole_owner = next(iter(owners)) if len(owners) == 1 else None
 
 
 class EvictionPolicy:
@@ -106,7 +121,8 @@ class EvictionPolicy:
             raise KeyError(f"state {key!r} is already tracked")
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
-        tracked = _Tracked(frozenset(owners), size, now, self._seq)
+        tracked = _Tracked(frozenset(), size, now, self._seq)
+        tracked.set_owners(frozenset(owners))
         self._seq += 1
         self._state[key] = tracked
         for agent in tracked.owners:
@@ -138,7 +154,7 @@ class EvictionPolicy:
                 del self._by_agent[agent]
         for agent in new - tracked.owners:
             self._by_agent.setdefault(agent, set()).add(key)
-        tracked.owners = new
+        tracked.set_owners(new)
         self._push(key, tracked)
 
     def pin(self, key: Hashable) -> None:
@@ -237,20 +253,18 @@ class EvictionPolicy:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        # The one O(n) path (a bulk distance change, or compaction): kept tight on purpose.
+        # The one O(n) path (a bulk distance change, or compaction): comprehensions on purpose.
         dist = self._table.view() if self._table is not None else {}
         get = dist.get
-        make = self.priority.entry
-        heap = []
-        for key, t in self._state.items():
-            owners = t.owners
-            if len(owners) == 1:
-                (agent,) = owners
-                d = get(agent, UNKNOWN)
-            else:
-                d = min([get(a, UNKNOWN) for a in owners], default=UNKNOWN)
-            t.entry = make(d, t.last_used, t.seq, key)
-            heap.append(t.entry)
+        tracked = list(self._state.values())
+        rows = [
+            (get(t.sole_owner, UNKNOWN) if t.sole_owner is not None else self._distance_of(t.owners, dist),
+             t.last_used, t.seq, key)
+            for key, t in zip(self._state, tracked)
+        ]
+        heap = self.priority.entries(rows)
+        for t, entry in zip(tracked, heap):
+            t.entry = entry
         heapq.heapify(heap)
         self._heap = heap
 

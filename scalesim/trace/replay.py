@@ -42,22 +42,13 @@ class ReplayResult:
         return self.hits / self.requests if self.requests else 0.0
 
 
-def _next_use(trace: Sequence[TraceRecord]) -> list[float]:
-    """For request i, the index of the next request using the same prefix (inf if none)."""
-    nxt = [float("inf")] * len(trace)
+def _next_index(ids: Sequence[str]) -> list[float]:
+    """For position i, the next position holding the same id (inf if none)."""
+    nxt = [float("inf")] * len(ids)
     last: dict[str, int] = {}
-    for i in range(len(trace) - 1, -1, -1):
-        nxt[i] = last.get(trace[i].prefix, float("inf"))
-        last[trace[i].prefix] = i
-    return nxt
-
-
-def _next_agent_request(trace: Sequence[TraceRecord]) -> list[float]:
-    nxt = [float("inf")] * len(trace)
-    last: dict[str, int] = {}
-    for i in range(len(trace) - 1, -1, -1):
-        nxt[i] = last.get(trace[i].agent, float("inf"))
-        last[trace[i].agent] = i
+    for i in range(len(ids) - 1, -1, -1):
+        nxt[i] = last.get(ids[i], float("inf"))
+        last[ids[i]] = i
     return nxt
 
 
@@ -71,7 +62,7 @@ def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: in
     for r in trace:
         if memory.tier(r.prefix) is Tier.ABSENT:
             memory.register(r.prefix, (r.agent,), r.prefix_len)
-    next_agent = _next_agent_request(trace)
+    next_agent = _next_index([r.agent for r in trace])
     # Only the order of distances matters to eviction, and time moves every agent closer by
     # the same amount, so an agent's distance can be pushed as the absolute time of its next
     # request: no per-step shifting of the whole table.
@@ -91,7 +82,7 @@ def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: in
 
 def replay_belady(trace: Sequence[TraceRecord], capacity: int) -> ReplayResult:
     """Belady's MIN over prefixes, with the request's own prefix never evicted."""
-    nxt = _next_use(trace)
+    nxt = _next_index([r.prefix for r in trace])
     resident: dict[str, int] = {}  # prefix -> size
     next_use: dict[str, float] = {}
     used = hits = loaded = 0
