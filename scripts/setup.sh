@@ -38,11 +38,11 @@ stamp="$VENV/.scalesim-deps-$deps_hash"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing dependencies for $SCALESIM_DEVICE (a few minutes, about 7 GB)"
   if [ "$SCALESIM_DEVICE" = cpu ]; then
-    "${PIP[@]}" install -q -r requirements/cpu.txt -r requirements/test.txt
-    "${PIP[@]}" install -q --no-deps "$SGLANG_PIN"
-    "${PIP[@]}" install -q --no-deps -e kernels/sgl_kernel_cpu -e .
+    "${PIP[@]}" install -qq -r requirements/cpu.txt -r requirements/test.txt
+    "${PIP[@]}" install -qq --no-deps "$SGLANG_PIN"
+    "${PIP[@]}" install -qq --no-deps -e kernels/sgl_kernel_cpu -e .
   else
-    "${PIP[@]}" install -q -e ".[gpu,test]" accelerate peft safetensors gguf
+    "${PIP[@]}" install -qq -e ".[gpu,test]" accelerate peft safetensors gguf
   fi
   rm -f "$VENV"/.scalesim-deps-*
   touch "$stamp"
