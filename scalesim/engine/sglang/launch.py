@@ -169,8 +169,24 @@ def prepare(argv: list[str]) -> tuple[ScaleSimOptions, list[str]]:
     return options, sglang_argv
 
 
+def print_help() -> None:
+    from sglang.srt.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(
+        prog="scalesim serve",
+        description="SGLang's server with ScaleSim. ScaleSim options: --scalesim-disable (stock SGLang: "
+        "the plugin is not loaded). Every other argument is SGLang's, listed below.",
+    )
+    ServerArgs.add_cli_args(parser)
+    parser.print_help()
+
+
 def serve(argv: list[str]) -> int:
     """Run the server until it stops; return the exit code. Raises `ServeError` before launch."""
+    if "-h" in argv or "--help" in argv:
+        configure_device_env()
+        print_help()
+        return 0
     _, sglang_argv = prepare(argv)
     from sglang.launch_server import run_server
     from sglang.srt.plugins import load_plugins
