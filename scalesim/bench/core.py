@@ -56,17 +56,21 @@ def run(n_agents: int = 10_000, victims: int = 1_000, repeats: int = 7, seed: in
         epoch[0] += 1
         table.update(partials[epoch[0] % repeats], epoch[0])
 
+    # What restoring evicted state needs, read once, outside the timed region.
+    info = {("kv", a): ((a,), policy.size_of(("kv", a))) for a in agents}
+
     def choose_victims() -> list:
         # 1,000 choices, each evicting its victim (untimed: everything comes back after).
         gone = []
         for _ in range(victims):
             (victim,) = policy.victims(1)
-            gone.append((victim, policy.owners_of(victim), policy.size_of(victim)))
             policy.remove(victim)
+            gone.append(victim)
         return gone
 
     def restore(gone: list) -> None:
-        for key, owners, size in gone:
+        for key in gone:
+            owners, size = info[key]
             policy.add(key, owners, size, 0.0)
 
     def choose_only() -> None:

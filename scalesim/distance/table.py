@@ -171,7 +171,8 @@ class DistanceTable:
         clean = validate_distances(distances, self.max_agents)
         self._purge_expired()
         if not replace:
-            new_agents = sum(1 for a in clean if a not in self._dist)
+            current = self._dist
+            new_agents = len([a for a in clean if a not in current])
             if len(self._dist) + new_agents > self.max_agents:
                 raise DistanceError(
                     f"update would hold {len(self._dist) + new_agents} agents, over the limit of {self.max_agents}"
@@ -183,8 +184,10 @@ class DistanceTable:
             for agent in changed:
                 del self._dist[agent]
                 self._expires.pop(agent, None)
+        # O(len(distances)), never O(len(table)): no set operations against the whole table.
         current = self._dist
-        changed.update(a for a, v in clean.items() if current.get(a) != v)
+        get = current.get
+        changed.update([a for a, v in clean.items() if get(a) != v])
         current.update(clean)
         if ttl is not None:
             expires_at = self._clock() + ttl

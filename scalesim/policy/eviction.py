@@ -20,8 +20,8 @@ Contract (exact orders are tested in tests/policy):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from scalesim.distance import DistanceTable
@@ -29,42 +29,58 @@ from scalesim.distance import DistanceTable
 UNKNOWN = float("inf")
 
 
+class TrackedState(Protocol):
+    """What a priority may read of one tracked piece of state (see `_Tracked`)."""
+
+    sole_owner: str | None  # the owner when there is exactly one, else None
+    last_used: float
+    seq: int  # unique per piece, in order of `add`
+    version: int  # identifies the current heap entry
+
+    def distance(self, get: Callable[[str, float], float]) -> float: ...
+
+
 class Priority(Protocol):
     """Sort key of one piece of state: the smallest is evicted first.
 
-    `entry` returns the heap entry: the sort key, with `key` (the state's own key) last.
-    `seq` is unique per piece, so it must come before `key`: keys are never compared.
+    `entry` returns the heap entry: the sort key followed by `seq, version, key`. `seq` is
+    unique per piece, so `version` and `key` are never compared; the mechanism uses
+    `version` to recognise stale entries. `entries` builds every entry at once for a rebuild
+    (one comprehension: the bulk path is the hot one after a full distance update); `get`
+    maps an agent to its distance (default `UNKNOWN`).
     """
 
     name: str
 
-    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple: ...
+    def entry(self, distance: float, last_used: float, seq: int, version: int, key: Hashable) -> tuple: ...
 
-    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
-        """`entry` for many rows of (distance, last_used, seq, key) at once (bulk rebuilds)."""
-        ...
+    def entries(self, items: Iterable[tuple[Hashable, TrackedState]], get: Callable[[str, float], float]) -> list[tuple]: ...
 
 
 @dataclass(frozen=True)
 class DistancePriority:
     name: str = "distance"
 
-    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
-        return (-distance, last_used, seq, key)
+    def entry(self, distance: float, last_used: float, seq: int, version: int, key: Hashable) -> tuple:
+        return (-distance, last_used, seq, version, key)
 
-    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
-        return [(-d, u, s, k) for d, u, s, k in rows]
+    def entries(self, items: Iterable[tuple[Hashable, TrackedState]], get: Callable[[str, float], float]) -> list[tuple]:
+        inf = UNKNOWN
+        return [
+            (-(get(t.sole_owner, inf) if t.sole_owner is not None else t.distance(get)), t.last_used, t.seq, t.version, k)
+            for k, t in items
+        ]
 
 
 @dataclass(frozen=True)
 class LRUPriority:
     name: str = "lru"
 
-    def entry(self, distance: float, last_used: float, seq: int, key: Hashable) -> tuple:
-        return (last_used, seq, key)
+    def entry(self, distance: float, last_used: float, seq: int, version: int, key: Hashable) -> tuple:
+        return (last_used, seq, version, key)
 
-    def entries(self, rows: list[tuple[float, float, int, Hashable]]) -> list[tuple]:
-        return [(u, s, k) for _, u, s, k in rows]
+    def entries(self, items: Iterable[tuple[Hashable, TrackedState]], get: Callable[[str, float], float]) -> list[tuple]:
+        return [(t.last_used, t.seq, t.version, k) for k, t in items]
 
 
 _PRIORITIES: dict[str, Callable[[], Priority]] = {"distance": DistancePriority, "lru": LRUPriority}
@@ -85,12 +101,20 @@ class _Tracked:
     last_used: float
     seq: int
     pins: int = 0
-    entry: tuple = field(default=())
+    version: int = 0  # bumped on every re-key; heap entries carry it to detect staleness
     sole_owner: str | None = None  # the owner when there is exactly one (the common case)
 
     def set_owners(self, owners: frozenset[str]) -> None:
         self.owners = owners
         self.sole_owner = next(iter(owners)) if len(owners) == 1 else None
+
+    def distance(self, get: Callable[[str, float], float]) -> float:
+        """The nearest owner's distance (`UNKNOWN` if none is known)."""
+        return min([get(agent, UNKNOWN) for agent in self.owners], default=UNKNOWN)
+
+
+def _always_unknown(agent: str, default: float) -> float:
+    return default
 
 
 class EvictionPolicy:
@@ -132,12 +156,11 @@ class EvictionPolicy:
     def remove(self, key: Hashable) -> None:
         """Stop tracking `key` (evicted or freed). Its heap entry becomes stale."""
         tracked = self._state.pop(key)
-        for agent in tracked.owners:
-            keys = self._by_agent.get(agent)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_agent[agent]
+        for agent in (tracked.sole_owner,) if tracked.sole_owner is not None else tracked.owners:
+            keys = self._by_agent[agent]
+            keys.discard(key)
+            if not keys:
+                del self._by_agent[agent]
 
     def touch(self, key: Hashable, now: float) -> None:
         """Record a use of `key` at time `now` (recency)."""
@@ -184,7 +207,7 @@ class EvictionPolicy:
 
     def distance(self, key: Hashable) -> float:
         """The nearest owner's distance, or `UNKNOWN`."""
-        return self._distance_of(self._state[key].owners)
+        return self._state[key].distance(self._getter())
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -201,7 +224,7 @@ class EvictionPolicy:
         while freed < need and heap:
             entry = heapq.heappop(heap)
             tracked = state.get(entry[-1])
-            if tracked is None or tracked.entry is not entry:
+            if tracked is None or tracked.version != entry[-2]:
                 continue  # stale: dropped for good
             popped.append(entry)
             if tracked.pins == 0:
@@ -223,48 +246,34 @@ class EvictionPolicy:
             self._rebuild()
             return
         seen: set[Hashable] = set()
-        dist = self._table.view() if self._table is not None else None
+        get = self._getter()
         for agent in agents:
             for key in self._by_agent.get(agent, ()):
                 if key not in seen:
                     seen.add(key)
-                    tracked = self._state[key]
-                    tracked.entry = self._entry(key, tracked, dist)
-                    heapq.heappush(self._heap, tracked.entry)
+                    heapq.heappush(self._heap, self._entry(key, self._state[key], get))
         if len(self._heap) > self._COMPACT_FACTOR * max(len(self._state), 16):
             self._rebuild()
 
     # -- internals ----------------------------------------------------------------------
 
-    def _distance_of(self, owners: frozenset[str], dist: Mapping[str, float] | None = None) -> float:
-        if self._table is None or not owners:
-            return UNKNOWN
-        if dist is None:
-            dist = self._table.view()
-        return min([dist.get(agent, UNKNOWN) for agent in owners])
+    def _getter(self) -> Callable[[str, float], float]:
+        return self._table.view().get if self._table is not None else _always_unknown
 
-    def _entry(self, key: Hashable, tracked: _Tracked, dist: Mapping[str, float] | None = None) -> tuple:
-        return self.priority.entry(self._distance_of(tracked.owners, dist), tracked.last_used, tracked.seq, key)
+    def _entry(self, key: Hashable, tracked: _Tracked, get: Callable[[str, float], float] | None = None) -> tuple:
+        tracked.version += 1
+        distance = tracked.distance(get or self._getter())
+        return self.priority.entry(distance, tracked.last_used, tracked.seq, tracked.version, key)
 
     def _push(self, key: Hashable, tracked: _Tracked) -> None:
-        tracked.entry = self._entry(key, tracked)
-        heapq.heappush(self._heap, tracked.entry)
+        heapq.heappush(self._heap, self._entry(key, tracked))
         if len(self._heap) > self._COMPACT_FACTOR * max(len(self._state), 16):
             self._rebuild()
 
     def _rebuild(self) -> None:
         # The one O(n) path (a bulk distance change, or compaction): comprehensions on purpose.
-        dist = self._table.view() if self._table is not None else {}
-        get = dist.get
-        tracked = list(self._state.values())
-        rows = [
-            (get(t.sole_owner, UNKNOWN) if t.sole_owner is not None else self._distance_of(t.owners, dist),
-             t.last_used, t.seq, key)
-            for key, t in zip(self._state, tracked)
-        ]
-        heap = self.priority.entries(rows)
-        for t, entry in zip(tracked, heap):
-            t.entry = entry
+        # Current versions are kept: the old heap, stale entries and all, is dropped wholesale.
+        heap = self.priority.entries(self._state.items(), self._getter())
         heapq.heapify(heap)
         self._heap = heap
 
@@ -277,7 +286,7 @@ class EvictionPolicy:
                 entry = heapq.heappop(heap)
                 key = entry[-1]
                 tracked = self._state.get(key)
-                if tracked is None or tracked.entry is not entry:
+                if tracked is None or tracked.version != entry[-2]:
                     continue  # stale: dropped for good
                 popped.append(entry)
                 if tracked.pins == 0:
