@@ -15,6 +15,8 @@ from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
 from scalesim.engine.sglang import PLUGIN_NAME, targets
+from scalesim.engine.sglang.messages import ScaleSimDistancesReq, register_message_types
+from scalesim.engine.sglang.scheduler_state import state_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +35,46 @@ def load() -> None:
         targets.check_targets(targets.HOOK_TARGETS)
     except targets.TargetMissingError as exc:
         raise SystemExit(f"scalesim plugin: {exc}") from exc
+    register_message_types()
     HookRegistry.register(targets.SCHEDULER_INTERNAL_STATE, report_plugin_state, HookType.AFTER)
+    HookRegistry.register(targets.SCHEDULER_DISPATCHER, add_scheduler_handlers, HookType.AFTER)
+    HookRegistry.register(targets.HTTP_LAUNCH_SERVER, add_routes, HookType.BEFORE)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())
 
 
-def plugin_state() -> dict[str, Any]:
+def plugin_state(scheduler: object) -> dict[str, Any]:
     """What the scheduler reports about ScaleSim under `/get_server_info` internal_states."""
-    return {"version": __version__, "sglang": SGLANG_VERSION, "active": True, "pid": os.getpid()}
+    base = {"version": __version__, "sglang": SGLANG_VERSION, "active": True, "pid": os.getpid()}
+    return {**base, **state_of(scheduler).report()}
 
 
-def report_plugin_state(result: Any, *args: Any, **kwargs: Any) -> Any:
+def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:
     """AFTER hook on `Scheduler.get_internal_state`: adds a `scalesim` entry.
 
-    This is how a client (and the tests) can see that the plugin is live inside the
-    scheduler process, not only in the launcher.
+    This is how a client (and the tests, and `/scalesim/v1/stats`) see that the plugin is
+    live inside the scheduler process and what its distance table holds.
     """
-    result.internal_state[PLUGIN_NAME] = plugin_state()
+    result.internal_state[PLUGIN_NAME] = plugin_state(scheduler)
     return result
+
+
+def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> None:
+    """AFTER hook on `Scheduler.init_request_dispatcher`: route ScaleSim's messages."""
+    from sglang.utils import TypeBasedDispatcher
+
+    state = state_of(scheduler)
+
+    def on_distances(req: ScaleSimDistancesReq) -> None:
+        state.apply(req.epoch, req.distances, replace=req.replace, ttl=req.ttl)
+        return None  # fire and forget: the HTTP process already answered
+
+    scheduler._request_dispatcher += TypeBasedDispatcher([(ScaleSimDistancesReq, on_distances)])
+
+
+def add_routes(*args: Any, **kwargs: Any) -> None:
+    """BEFORE hook on `http_server.launch_server`: add ScaleSim's routes to SGLang's app."""
+    from sglang.srt.entrypoints.http_server import app
+
+    from scalesim.engine.sglang.routes import register_routes
+
+    register_routes(app)

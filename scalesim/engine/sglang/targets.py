@@ -13,13 +13,26 @@ from scalesim import SGLANG_VERSION
 
 # Hooked by the plugin (see plugin.py).
 SCHEDULER_INTERNAL_STATE = "sglang.srt.managers.scheduler.Scheduler.get_internal_state"
+SCHEDULER_DISPATCHER = "sglang.srt.managers.scheduler.Scheduler.init_request_dispatcher"
+HTTP_LAUNCH_SERVER = "sglang.srt.entrypoints.http_server.launch_server"
+# Used by the routes and messages.
+HTTP_GLOBAL_STATE = "sglang.srt.entrypoints.http_server.get_global_state"
+TOKENIZER_DISPATCH = "sglang.srt.managers.tokenizer_manager.TokenizerManager._dispatch_to_scheduler"
+HOOK_CUSTOM_TYPES = "sglang.srt.managers.io_struct.hook_custom_types"
 
 # Used by `scalesim serve` to parse and launch.
 SERVER_ARGS = "sglang.srt.server_args.ServerArgs"
 PREPARE_SERVER_ARGS = "sglang.srt.server_args.prepare_server_args"
 RUN_SERVER = "sglang.launch_server.run_server"
 
-HOOK_TARGETS: tuple[str, ...] = (SCHEDULER_INTERNAL_STATE,)
+HOOK_TARGETS: tuple[str, ...] = (
+    SCHEDULER_INTERNAL_STATE,
+    SCHEDULER_DISPATCHER,
+    HTTP_LAUNCH_SERVER,
+    HTTP_GLOBAL_STATE,
+    TOKENIZER_DISPATCH,
+    HOOK_CUSTOM_TYPES,
+)
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 
 

@@ -1,0 +1,135 @@
+"""ScaleSim's HTTP routes on SGLang's FastAPI app (registered in the HTTP server process).
+
+- `POST /scalesim/v1/distances` `{epoch, distances: {agent: number}, unit?, ttl?, replace?}`
+- `POST /v1/update`: the reference implementation's payload
+  `{agent_data: {agent: D}, timestep_data: {D: [agents]}, timestep_cnt}` (a full replacement
+  at epoch `timestep_cnt`; an agent named in both takes the smaller distance)
+- `GET /scalesim/v1/stats`: what the HTTP process and each scheduler know
+
+An update is validated and applied to this process's table first (atomically: a rejected
+update changes nothing and answers 400 with the reason); only then is it forwarded to the
+scheduler over SGLang's IPC, where the same update is applied to the scheduler's table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from scalesim.distance import DistanceError, DistanceTable
+from scalesim.distance.estimators import combine_min
+from scalesim.engine.sglang import PLUGIN_NAME
+from scalesim.engine.sglang.messages import ScaleSimDistancesReq
+
+DISTANCE_FIELDS = {"epoch", "distances", "unit", "ttl", "replace"}
+UPDATE_FIELDS = {"agent_data", "timestep_data", "timestep_cnt"}
+
+# The HTTP process's view, used to validate epochs and limits before anything is forwarded.
+_table = DistanceTable(clock=time.monotonic)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DistanceError(f"body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise DistanceError(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _check_fields(body: dict[str, Any], allowed: set[str], required: set[str]) -> None:
+    unknown = body.keys() - allowed
+    if unknown:
+        raise DistanceError(f"unknown field(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(allowed))})")
+    missing = required - body.keys()
+    if missing:
+        raise DistanceError(f"missing field(s) {', '.join(sorted(missing))}")
+
+
+def _apply_and_forward(epoch: Any, distances: Any, *, unit: Any = None, ttl: Any = None, replace: Any = False) -> dict:
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    if not isinstance(replace, bool):
+        raise DistanceError(f"replace must be true or false, got {replace!r}")
+    changed = _table.update(distances, epoch, unit=unit, ttl=ttl, replace=replace)
+    clean = {a: float(d) for a, d in distances.items()}
+    get_global_state().tokenizer_manager._dispatch_to_scheduler(
+        ScaleSimDistancesReq(epoch=epoch, distances=clean, replace=replace, ttl=None if ttl is None else float(ttl))
+    )
+    return {"accepted": len(clean), "changed": len(changed), "epoch": epoch, "agents_with_distance": len(_table)}
+
+
+async def post_distances(request: Request) -> JSONResponse:
+    try:
+        body = await _json_object(request)
+        _check_fields(body, DISTANCE_FIELDS, {"epoch", "distances"})
+        result = _apply_and_forward(
+            body["epoch"], body["distances"], unit=body.get("unit"), ttl=body.get("ttl"),
+            replace=body.get("replace", False),
+        )
+    except DistanceError as exc:
+        return _error(400, str(exc))
+    return JSONResponse(result)
+
+
+def _from_reference_update(body: dict[str, Any]) -> dict[str, float]:
+    agent_data = body.get("agent_data") or {}
+    timestep_data = body.get("timestep_data") or {}
+    if not isinstance(agent_data, dict) or not isinstance(timestep_data, dict):
+        raise DistanceError("agent_data and timestep_data must be JSON objects")
+    by_step: dict[str, float] = {}
+    for step, agents in timestep_data.items():
+        try:
+            d = float(step)
+        except ValueError:
+            raise DistanceError(f"timestep_data key {step!r} is not a number") from None
+        if not math.isfinite(d) or d < 0:
+            raise DistanceError(f"timestep_data key {step!r} must be finite and >= 0")
+        if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
+            raise DistanceError(f"timestep_data[{step!r}] must be a list of agent ids")
+        for agent in agents:
+            by_step[agent] = min(d, by_step.get(agent, math.inf))
+    return combine_min(agent_data, by_step) if agent_data else by_step
+
+
+async def post_reference_update(request: Request) -> JSONResponse:
+    try:
+        body = await _json_object(request)
+        _check_fields(body, UPDATE_FIELDS, {"timestep_cnt"})
+        result = _apply_and_forward(body["timestep_cnt"], _from_reference_update(body), replace=True)
+    except DistanceError as exc:
+        return _error(400, str(exc))
+    except TypeError as exc:  # a non-numeric agent_data value met combine_min's comparison
+        return _error(400, f"agent_data values must be numbers ({exc})")
+    return JSONResponse(result)
+
+
+async def get_stats(request: Request) -> JSONResponse:
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    states = await get_global_state().tokenizer_manager.get_internal_state()
+    return JSONResponse({
+        "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table)},
+        "schedulers": [s.get(PLUGIN_NAME, {}) for s in states],
+    })
+
+
+def register_routes(app: FastAPI) -> None:
+    """Add ScaleSim's routes to SGLang's app (idempotent)."""
+    if any(getattr(r, "path", None) == "/scalesim/v1/distances" for r in app.routes):
+        return
+    app.add_api_route("/scalesim/v1/distances", post_distances, methods=["POST"],
+                      summary="Push invocation distances (epoch, unit, ttl, replace)")
+    app.add_api_route("/v1/update", post_reference_update, methods=["POST"],
+                      summary="Reference implementation's distance update payload")
+    app.add_api_route("/scalesim/v1/stats", get_stats, methods=["GET"], summary="ScaleSim statistics")

@@ -1,0 +1,69 @@
+"""The distance hint API on a live server: accepted updates reach the scheduler; bad ones change nothing."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.server
+
+
+def _stats(server) -> dict:
+    resp = requests.get(server.base_url + "/scalesim/v1/stats", timeout=30)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _post(server, path: str, body) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else None
+    return requests.post(server.base_url + path, json=None if data is not None else body, data=data, timeout=30)
+
+
+def test_distances_reach_the_scheduler_and_bad_input_changes_nothing(server):
+    ok = _post(server, "/scalesim/v1/distances", {"epoch": 10, "distances": {"a": 1, "b": 2.5}, "unit": "steps"})
+    assert ok.status_code == 200
+    assert ok.json() == {"accepted": 2, "changed": 2, "epoch": 10, "agents_with_distance": 2}
+    partial = _post(server, "/scalesim/v1/distances", {"epoch": 10, "distances": {"c": 0}, "ttl": 60})
+    assert partial.json()["agents_with_distance"] == 3
+
+    before = _stats(server)
+    assert before["http"] == {"distance_epoch": 10, "agents_with_distance": 3}
+    (sched,) = before["schedulers"]
+    assert (sched["distance_epoch"], sched["agents_with_distance"]) == (10, 3)
+
+    bad = [
+        ({"epoch": 9, "distances": {"a": 1}}, "epoch 9 is older than the table's epoch 10"),
+        ({"epoch": 11, "distances": {"a": -1}}, "distances['a'] must be finite and >= 0, got -1"),
+        ({"epoch": 11, "distances": {"a": "near"}}, "distances['a'] must be a number, got 'near'"),
+        ({"epoch": 11, "distances": {"a": 1}, "unit": "parsecs"}, "unit must be 'steps' for this table, got 'parsecs'"),
+        ({"epoch": 11, "distances": [1, 2]}, "distances must be a mapping of agent_id to number, got list"),
+        ({"epoch": 11}, "missing field(s) distances"),
+        ({"epoch": 11, "distances": {}, "colour": "red"},
+         "unknown field(s) colour (valid: distances, epoch, replace, ttl, unit)"),
+        ({"epoch": 11, "distances": {"a": 1}, "replace": "yes"}, "replace must be true or false, got 'yes'"),
+        (b"{not json", None),
+        ([1, 2], "body must be a JSON object, got list"),
+    ]
+    for body, message in bad:
+        resp = _post(server, "/scalesim/v1/distances", body)
+        assert resp.status_code == 400, body
+        if message is not None:
+            assert resp.json() == {"error": message}
+    assert _stats(server) == {**before, "schedulers": [{**sched}]}
+
+    # The server keeps serving.
+    out = requests.post(server.base_url + "/generate",
+                        json={"text": "Hello", "sampling_params": {"max_new_tokens": 2, "temperature": 0}}, timeout=60)
+    assert out.status_code == 200
+
+
+def test_reference_update_payload_is_a_full_replacement(server):
+    epoch = _stats(server)["http"]["distance_epoch"] + 1
+    resp = _post(server, "/v1/update", {"agent_data": {"x": 3}, "timestep_data": {"1": ["y", "x"], "4": ["z"]},
+                                        "timestep_cnt": epoch})
+    assert resp.status_code == 200
+    assert resp.json() == {"accepted": 3, "changed": resp.json()["changed"], "epoch": epoch, "agents_with_distance": 3}
+    (sched,) = _stats(server)["schedulers"]
+    assert (sched["distance_epoch"], sched["agents_with_distance"]) == (epoch, 3)
+    resp = _post(server, "/v1/update", {"timestep_data": {"soon": ["y"]}, "timestep_cnt": epoch + 1})
+    assert resp.status_code == 400 and resp.json() == {"error": "timestep_data key 'soon' is not a number"}
