@@ -27,7 +27,7 @@ def test_distances_reach_the_scheduler_and_bad_input_changes_nothing(server):
     assert partial.json()["agents_with_distance"] == 3
 
     before = _stats(server)
-    assert before["http"] == {"distance_epoch": 10, "agents_with_distance": 3}
+    assert (before["http"]["distance_epoch"], before["http"]["agents_with_distance"]) == (10, 3)
     (sched,) = before["schedulers"]
     assert (sched["distance_epoch"], sched["agents_with_distance"]) == (10, 3)
 
@@ -67,3 +67,29 @@ def test_reference_update_payload_is_a_full_replacement(server):
     assert (sched["distance_epoch"], sched["agents_with_distance"]) == (epoch, 3)
     resp = _post(server, "/v1/update", {"timestep_data": {"soon": ["y"]}, "timestep_cnt": epoch + 1})
     assert resp.status_code == 400 and resp.json() == {"error": "timestep_data key 'soon' is not a number"}
+
+
+def test_agent_identity_and_per_request_hints_through_the_openai_sdk(server):
+    import openai
+
+    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="none", timeout=60)
+    before = _stats(server)["http"]
+    chat = dict(model="default", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0)
+    client.chat.completions.create(**chat, extra_body={"agent_id": "hinted", "invocation_distance": 4})
+    client.chat.completions.create(**chat, user="by-user")
+    client.completions.create(model="default:a1", prompt="Hi", max_tokens=2, temperature=0)
+    client.completions.create(model="default", prompt="Hi", max_tokens=2, temperature=0)
+    with pytest.raises(openai.BadRequestError, match="invocation_distance needs an agent"):
+        client.chat.completions.create(**chat, extra_body={"invocation_distance": 1})
+    with pytest.raises(openai.BadRequestError, match="must be finite and >= 0"):
+        client.chat.completions.create(**chat, extra_body={"agent_id": "x", "invocation_distance": -1})
+
+    after = _stats(server)
+    http = after["http"]
+    assert http["requests_tagged"]["body"] == before["requests_tagged"]["body"] + 1
+    assert http["requests_tagged"]["user"] == before["requests_tagged"]["user"] + 1
+    assert http["requests_tagged"]["adapter"] == before["requests_tagged"]["adapter"] + 1
+    assert http["requests_untagged"] == before["requests_untagged"] + 1
+    # The hint reached the scheduler's table as a partial update at the current epoch.
+    (sched,) = after["schedulers"]
+    assert sched["agents_with_distance"] == http["agents_with_distance"] == before["agents_with_distance"] + 1

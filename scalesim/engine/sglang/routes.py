@@ -5,6 +5,8 @@
   `{agent_data: {agent: D}, timestep_data: {D: [agents]}, timestep_cnt}` (a full replacement
   at epoch `timestep_cnt`; an agent named in both takes the smaller distance)
 - `GET /scalesim/v1/stats`: what the HTTP process and each scheduler know
+- on `/v1/chat/completions`, `/v1/completions` and `/generate`: the request's agent
+  (`scalesim.engine.sglang.identity`) and its optional `invocation_distance` hint
 
 An update is validated and applied to this process's table first (atomically: a rejected
 update changes nothing and answers 400 with the reason); only then is it forwarded to the
@@ -22,15 +24,50 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from scalesim.distance import DistanceError, DistanceTable
-from scalesim.distance.estimators import combine_min
+from scalesim.distance.estimators import LearnedEstimator, combine_min
 from scalesim.engine.sglang import PLUGIN_NAME
+from scalesim.engine.sglang.identity import Identity, identify
 from scalesim.engine.sglang.messages import ScaleSimDistancesReq
 
 DISTANCE_FIELDS = {"epoch", "distances", "unit", "ttl", "replace"}
 UPDATE_FIELDS = {"agent_data", "timestep_data", "timestep_cnt"}
 
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/generate"})
+
 # The HTTP process's view, used to validate epochs and limits before anything is forwarded.
 _table = DistanceTable(clock=time.monotonic)
+
+
+class RequestHistory:
+    """Who sent generation requests, how they were identified, and a learned estimate of
+    when each agent calls next (fed for every tagged request; not yet pushed to the
+    scheduler: pushed distances will win over learned ones once eviction uses them)."""
+
+    def __init__(self) -> None:
+        self.learned = LearnedEstimator()
+        self.by_source: dict[str, int] = {"body": 0, "header": 0, "adapter": 0, "user": 0}
+        self.untagged = 0
+        self.agents: set[str] = set()
+
+    def record(self, identity: Identity | None, now: float) -> None:
+        if identity is None:
+            self.untagged += 1
+            return
+        self.by_source[identity.source] += 1
+        self.agents.add(identity.agent_id)
+        self.learned.observe(identity.agent_id, now)
+
+    def report(self) -> dict[str, Any]:
+        self.learned.advance(time.monotonic())
+        return {
+            "requests_tagged": dict(self.by_source),
+            "requests_untagged": self.untagged,
+            "agents_seen": len(self.agents),
+            "agents_with_learned_distance": len(self.learned.distances()),
+        }
+
+
+_history = RequestHistory()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -119,9 +156,58 @@ async def get_stats(request: Request) -> JSONResponse:
 
     states = await get_global_state().tokenizer_manager.get_internal_state()
     return JSONResponse({
-        "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table)},
+        "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table), **_history.report()},
         "schedulers": [s.get(PLUGIN_NAME, {}) for s in states],
     })
+
+
+class IdentityMiddleware:
+    """ASGI middleware on generation routes: read the agent and its hint from the request.
+
+    The body is read once and replayed unchanged to SGLang. A malformed `agent_id` or
+    `invocation_distance` is refused with 400 before SGLang sees the request; a body that is
+    not a JSON object is left for SGLang to judge.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            obj = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = None
+        if isinstance(obj, dict):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            try:
+                identity = identify(obj, headers)
+                if identity is not None and identity.distance is not None:
+                    _apply_and_forward(max(_table.epoch, 0), {identity.agent_id: identity.distance})
+            except DistanceError as exc:
+                await _error(400, str(exc))(scope, receive, send)
+                return
+            _history.record(identity, time.monotonic())
+
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the client's disconnect, as before
+
+        await self.app(scope, replay, send)
 
 
 def register_routes(app: FastAPI) -> None:
@@ -133,3 +219,4 @@ def register_routes(app: FastAPI) -> None:
     app.add_api_route("/v1/update", post_reference_update, methods=["POST"],
                       summary="Reference implementation's distance update payload")
     app.add_api_route("/scalesim/v1/stats", get_stats, methods=["GET"], summary="ScaleSim statistics")
+    app.add_middleware(IdentityMiddleware)
