@@ -21,8 +21,6 @@ from scalesim.engine.sglang.scheduler_state import state_of
 logger = logging.getLogger(__name__)
 
 
-
-
 def load() -> None:
     """Check the installed SGLang, then register ScaleSim's hooks.
 
