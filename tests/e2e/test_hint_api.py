@@ -93,3 +93,24 @@ def test_agent_identity_and_per_request_hints_through_the_openai_sdk(server):
     # The hint reached the scheduler's table as a partial update at the current epoch.
     (sched,) = after["schedulers"]
     assert sched["agents_with_distance"] == http["agents_with_distance"] == before["agents_with_distance"] + 1
+
+
+def test_openapi_schema_documents_the_routes(server):
+    spec = requests.get(server.base_url + "/openapi.json", timeout=30).json()
+    body = spec["paths"]["/scalesim/v1/distances"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["epoch", "distances"]
+    assert "/v1/update" in spec["paths"] and "/scalesim/v1/stats" in spec["paths"]
+
+
+def test_per_push_cost_with_1000_agents(server):
+    """1,000 agents, a full distance push per simulation step: the scheduler's cost per push."""
+    epoch = _stats(server)["http"]["distance_epoch"] + 1
+    agents = [f"agent-{i:04d}" for i in range(1000)]
+    for step in range(20):
+        table = {a: float((i + step) % 37) for i, a in enumerate(agents)}
+        resp = _post(server, "/scalesim/v1/distances", {"epoch": epoch + step, "distances": table, "replace": True})
+        assert resp.status_code == 200 and resp.json()["agents_with_distance"] == 1000
+    (sched,) = _stats(server)["schedulers"]
+    assert sched["agents_with_distance"] == 1000 and sched["distance_epoch"] == epoch + 19
+    print(f"\nscheduler per-push cost, 1,000 agents: mean {sched['distance_push_apply_ms_mean']:.3f} ms, "
+          f"max {sched['distance_push_apply_ms_max']:.3f} ms over {sched['distance_pushes_applied']} pushes")

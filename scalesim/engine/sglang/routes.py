@@ -210,13 +210,44 @@ class IdentityMiddleware:
         await self.app(scope, replay, send)
 
 
+_NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}
+DISTANCES_SCHEMA = {
+    "type": "object",
+    "required": ["epoch", "distances"],
+    "additionalProperties": False,
+    "properties": {
+        "epoch": {"type": "integer", "minimum": 0, "description": "older refused, equal merges, newer replaces"},
+        "distances": {**_NUMBER_MAP, "description": "agent id -> invocation distance (smaller is sooner)"},
+        "unit": {"type": "string", "enum": ["steps"], "default": "steps"},
+        "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "seconds until decay to unknown"},
+        "replace": {"type": "boolean", "default": False, "description": "true: the table becomes exactly this"},
+    },
+}
+REFERENCE_UPDATE_SCHEMA = {
+    "type": "object",
+    "required": ["timestep_cnt"],
+    "additionalProperties": False,
+    "properties": {
+        "agent_data": _NUMBER_MAP,
+        "timestep_data": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "timestep_cnt": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def register_routes(app: FastAPI) -> None:
     """Add ScaleSim's routes to SGLang's app (idempotent)."""
     if any(getattr(r, "path", None) == "/scalesim/v1/distances" for r in app.routes):
         return
     app.add_api_route("/scalesim/v1/distances", post_distances, methods=["POST"],
-                      summary="Push invocation distances (epoch, unit, ttl, replace)")
+                      summary="Push invocation distances (epoch, unit, ttl, replace)",
+                      openapi_extra=_body(DISTANCES_SCHEMA))
     app.add_api_route("/v1/update", post_reference_update, methods=["POST"],
-                      summary="Reference implementation's distance update payload")
+                      summary="Reference implementation's distance update payload",
+                      openapi_extra=_body(REFERENCE_UPDATE_SCHEMA))
     app.add_api_route("/scalesim/v1/stats", get_stats, methods=["GET"], summary="ScaleSim statistics")
     app.add_middleware(IdentityMiddleware)

@@ -22,11 +22,17 @@ class SchedulerState:
     table: DistanceTable = field(default_factory=lambda: DistanceTable(clock=time.monotonic))
     pushes_applied: int = 0
     pushes_rejected: int = 0
+    apply_seconds_total: float = 0.0  # time the scheduler spent applying pushes
+    apply_seconds_max: float = 0.0
 
     def apply(self, epoch: int, distances: dict[str, float], *, replace: bool, ttl: float | None) -> None:
+        start = time.perf_counter()
         try:
             self.table.update(distances, epoch, replace=replace, ttl=ttl)
             self.pushes_applied += 1
+            elapsed = time.perf_counter() - start
+            self.apply_seconds_total += elapsed
+            self.apply_seconds_max = max(self.apply_seconds_max, elapsed)
         except DistanceError as exc:
             # The HTTP process validated the same update against the same history, so this
             # means the two tables diverged (e.g. several tokenizer workers): keep serving.
@@ -39,6 +45,8 @@ class SchedulerState:
             "agents_with_distance": len(self.table),
             "distance_pushes_applied": self.pushes_applied,
             "distance_pushes_rejected": self.pushes_rejected,
+            "distance_push_apply_ms_mean": 1000 * self.apply_seconds_total / max(self.pushes_applied, 1),
+            "distance_push_apply_ms_max": 1000 * self.apply_seconds_max,
         }
 
 
