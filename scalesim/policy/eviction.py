@@ -20,6 +20,7 @@ Contract (exact orders are tested in tests/policy):
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -101,7 +102,7 @@ class _Tracked:
     last_used: float
     seq: int
     pins: int = 0
-    version: int = 0  # bumped on every re-key; heap entries carry it to detect staleness
+    version: int = 0  # unique per heap entry (policy-wide counter); entries carry it to detect staleness
     sole_owner: str | None = None  # the owner when there is exactly one (the common case)
 
     def set_owners(self, owners: frozenset[str]) -> None:
@@ -134,6 +135,9 @@ class EvictionPolicy:
         self._by_agent: dict[str, set[Hashable]] = {}
         self._heap: list[tuple] = []
         self._seq = 0
+        # Versions are unique across the policy's lifetime, so an entry left in the heap by a
+        # removed piece can never pass for the entry of a piece re-added under the same key.
+        self._versions = itertools.count(1)
         if table is not None:
             table.subscribe(self.on_distances_changed)
 
@@ -261,7 +265,7 @@ class EvictionPolicy:
         return self._table.view().get if self._table is not None else _always_unknown
 
     def _entry(self, key: Hashable, tracked: _Tracked, get: Callable[[str, float], float] | None = None) -> tuple:
-        tracked.version += 1
+        tracked.version = next(self._versions)
         distance = tracked.distance(get or self._getter())
         return self.priority.entry(distance, tracked.last_used, tracked.seq, tracked.version, key)
 

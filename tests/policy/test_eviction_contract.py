@@ -147,3 +147,14 @@ def test_reference_memory_refuses_when_everything_is_pinned():
         memory.access("y", 1.0)
     memory.release("x")
     assert memory.access("y", 2.0) is False
+
+
+@pytest.mark.parametrize("name", ["distance", "lru"])
+def test_removed_then_re_added_state_appears_once(name):
+    table, policy = make(make_priority(name))
+    policy.add("k", {"a"}, 1, 0.0)
+    policy.add("j", {"b"}, 1, 1.0)
+    policy.remove("k")  # its heap entry goes stale
+    policy.add("k", {"a"}, 1, 2.0)  # no bulk re-key since: the stale entry is still in the heap
+    assert policy.order() == ["j", "k"]
+    assert policy.victims(10) == ["j", "k"]
