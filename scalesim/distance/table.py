@@ -11,8 +11,9 @@ Contract:
 - Unknown agents (never set, or expired) have no distance: `get` returns None; in distance
   order they come after every known agent.
 - A rejected update raises `DistanceError` naming the field and value, and changes nothing.
-- Cost of an update is proportional to the agents it names (plus expired entries purged),
-  never to the whole table; `changed` agents are returned so callers re-rank only those.
+- Cost of an update is proportional to the agents it names (plus expired entries purged, and
+  for `replace=True` the agents it drops), never to the whole table; `changed` agents are
+  returned, and told to listeners, so callers re-rank only those.
 
 Time is injected (`clock`), never read from the wall clock inside the table.
 """
