@@ -185,16 +185,12 @@ class TurnEstimator:
     def advance(self) -> str:
         """The current speaker speaks; move to the next non-skipped turn. Returns who spoke."""
         spoke = self.order[self.position]
-        self._move(1)
-        return spoke
-
-    def _move(self, n: int) -> None:
-        for _ in range(n):
-            self.position = (self.position + 1) % len(self.order)
+        self.position = (self.position + 1) % len(self.order)
         # Pass over skipped turns (bounded: each pass consumes one skip).
         while self._skips.get(self.order[self.position], 0) > 0:
             self._skips[self.order[self.position]] -= 1
             self.position = (self.position + 1) % len(self.order)
+        return spoke
 
     def distances(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -215,7 +216,7 @@ class EvictionPolicy:
 
     # -- decisions ----------------------------------------------------------------------
 
-    def victims(self, need: int) -> list[Hashable]:
+    def victims(self, need: float) -> list[Hashable]:
         """Unpinned keys in eviction order until their sizes sum to at least `need`.
 
         Returns fewer (possibly none) if all unpinned state together is smaller. Does not
@@ -240,7 +241,7 @@ class EvictionPolicy:
 
     def order(self) -> list[Hashable]:
         """Every unpinned key, in eviction order (first evicted first)."""
-        return list(self._iter_order())
+        return self.victims(math.inf)
 
     # -- distance changes ---------------------------------------------------------------
 
@@ -280,21 +281,3 @@ class EvictionPolicy:
         heap = self.priority.entries(self._state.items(), self._getter())
         heapq.heapify(heap)
         self._heap = heap
-
-    def _iter_order(self):
-        """Pop valid entries in order, yield unpinned keys, and restore the heap afterwards."""
-        heap = self._heap
-        popped: list[tuple] = []
-        try:
-            while heap:
-                entry = heapq.heappop(heap)
-                key = entry[-1]
-                tracked = self._state.get(key)
-                if tracked is None or tracked.version != entry[-2]:
-                    continue  # stale: dropped for good
-                popped.append(entry)
-                if tracked.pins == 0:
-                    yield key
-        finally:
-            for entry in popped:
-                heapq.heappush(heap, entry)

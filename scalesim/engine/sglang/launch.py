@@ -15,9 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from scalesim import paths
-from scalesim.engine.sglang import targets
-from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME
-
+from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME, targets
 
 # What SGLang needs to run on a machine without a GPU (see the notes on SGLang on CPU).
 # `--sleep-on-idle`: an idle scheduler otherwise busy-polls its sockets and holds a whole core,
@@ -104,12 +102,16 @@ class _RaisingParser(argparse.ArgumentParser):
         raise ServeError(message)
 
 
-def parse_sglang_args(argv: list[str]) -> argparse.Namespace:
+def _sglang_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser` with every SGLang server argument added."""
     from sglang.srt.server_args import ServerArgs
 
-    parser = _RaisingParser(prog="scalesim serve", add_help=False)
     ServerArgs.add_cli_args(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_sglang_args(argv: list[str]) -> argparse.Namespace:
+    return _sglang_parser(_RaisingParser(prog="scalesim serve", add_help=False)).parse_args(argv)
 
 
 def check_model_path(model_path: str) -> None:
@@ -170,15 +172,11 @@ def prepare(argv: list[str]) -> tuple[ScaleSimOptions, list[str]]:
 
 
 def print_help() -> None:
-    from sglang.srt.server_args import ServerArgs
-
-    parser = argparse.ArgumentParser(
+    _sglang_parser(argparse.ArgumentParser(
         prog="scalesim serve",
         description="SGLang's server with ScaleSim. ScaleSim options: --scalesim-disable (stock SGLang: "
         "the plugin is not loaded). Every other argument is SGLang's, listed below.",
-    )
-    ServerArgs.add_cli_args(parser)
-    parser.print_help()
+    )).print_help()
 
 
 def serve(argv: list[str]) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from scalesim.distance import DistanceError, DistanceTable
+from scalesim.distance import DistanceError, DistanceTable, validate_distances
 from scalesim.distance.estimators import LearnedEstimator, combine_min
 from scalesim.engine.sglang import PLUGIN_NAME
 from scalesim.engine.sglang.identity import Identity, identify
@@ -120,10 +120,10 @@ async def post_distances(request: Request) -> JSONResponse:
 
 
 def _from_reference_update(body: dict[str, Any]) -> dict[str, float]:
-    agent_data = body.get("agent_data") or {}
+    agent_data = validate_distances(body.get("agent_data") or {})
     timestep_data = body.get("timestep_data") or {}
-    if not isinstance(agent_data, dict) or not isinstance(timestep_data, dict):
-        raise DistanceError("agent_data and timestep_data must be JSON objects")
+    if not isinstance(timestep_data, dict):
+        raise DistanceError("timestep_data must be a JSON object")
     by_step: dict[str, float] = {}
     for step, agents in timestep_data.items():
         try:
@@ -136,7 +136,7 @@ def _from_reference_update(body: dict[str, Any]) -> dict[str, float]:
             raise DistanceError(f"timestep_data[{step!r}] must be a list of agent ids")
         for agent in agents:
             by_step[agent] = min(d, by_step.get(agent, math.inf))
-    return combine_min(agent_data, by_step) if agent_data else by_step
+    return combine_min(agent_data, by_step)
 
 
 async def post_reference_update(request: Request) -> JSONResponse:
@@ -146,8 +146,6 @@ async def post_reference_update(request: Request) -> JSONResponse:
         result = _apply_and_forward(body["timestep_cnt"], _from_reference_update(body), replace=True)
     except DistanceError as exc:
         return _error(400, str(exc))
-    except TypeError as exc:  # a non-numeric agent_data value met combine_min's comparison
-        return _error(400, f"agent_data values must be numbers ({exc})")
     return JSONResponse(result)
 
 
