@@ -256,6 +256,7 @@ class LearnedEstimator:
         self.window = window
         self._last: dict[str, float] = {}
         self._gaps: dict[str, deque[float]] = {}
+        self._next: dict[str, float] = {}  # predicted next request, kept at observe: O(1) reads
         self.now = 0.0
 
     def observe(self, agent: str, time: float) -> None:
@@ -264,7 +265,9 @@ class LearnedEstimator:
         if last is not None:
             if time < last:
                 raise ValueError(f"time {time} goes back from {last} for agent {agent!r}")
-            self._gaps.setdefault(agent, deque(maxlen=self.window)).append(time - last)
+            gaps = self._gaps.setdefault(agent, deque(maxlen=self.window))
+            gaps.append(time - last)
+            self._next[agent] = time + statistics.median(gaps)
         self._last[agent] = time
         self.now = max(self.now, time)
 
@@ -272,16 +275,20 @@ class LearnedEstimator:
         self.now = now
 
     def predicted_next(self, agent: str) -> float | None:
-        gaps = self._gaps.get(agent)
-        if not gaps:
-            return None
-        return self._last[agent] + statistics.median(gaps)
+        return self._next.get(agent)
+
+    def distance(self, agent: str, now: float) -> float | None:
+        """The agent's distance at `now`, or None while it has fewer than two requests."""
+        expected = self._next.get(agent)
+        return None if expected is None else max(0.0, expected - now)
+
+    def known(self) -> int:
+        """How many agents have a learned distance."""
+        return len(self._next)
 
     def distances(self) -> dict[str, float]:
-        out = {}
-        for agent in self._gaps:
-            out[agent] = max(0.0, self.predicted_next(agent) - self.now)
-        return out
+        now = self.now
+        return {agent: max(0.0, expected - now) for agent, expected in self._next.items()}
 
 
 __all__ = [

@@ -165,10 +165,46 @@ def prepare(argv: list[str]) -> tuple[ScaleSimOptions, list[str]]:
         targets.check_targets(targets.LAUNCH_TARGETS)
     except targets.TargetMissingError as exc:
         raise ServeError(str(exc)) from exc
+    if not options.disable:
+        sglang_argv = with_plugin_defaults(sglang_argv)
     args = parse_sglang_args(sglang_argv)
     check_model_path(args.model_path)
     check_port_free(args.host, args.port)
+    if not options.disable and args.radix_eviction_policy == eviction_policy_name():
+        check_eviction_setup(args.radix_eviction_policy_config)
     return options, sglang_argv
+
+
+def eviction_policy_name() -> str:
+    from scalesim.engine.sglang.eviction import POLICY_NAME
+
+    return POLICY_NAME
+
+
+def with_plugin_defaults(argv: list[str]) -> list[str]:
+    """With the plugin on: ScaleSim's eviction policy, unless the user chose a policy."""
+    from scalesim.engine.sglang.eviction import register_policy
+
+    register_policy()  # the CLI choice must exist before SGLang's parser is built
+    if _has_flag(argv, "--radix-eviction-policy"):
+        return argv
+    return [*argv, "--radix-eviction-policy", eviction_policy_name()]
+
+
+def check_eviction_setup(config: object) -> None:
+    """Our policy's options, and the tree core it needs (set here when the user did not)."""
+    from scalesim.engine.sglang.eviction import TREE_CORE, TREE_CORE_ENV, parse_config
+
+    if config is not None and not isinstance(config, dict):
+        raise ServeError(f"--radix-eviction-policy-config must be a JSON object, got {config!r}")
+    try:
+        parse_config(config)
+    except (TypeError, ValueError) as exc:
+        raise ServeError(f"--radix-eviction-policy-config: {exc}") from exc
+    core = os.environ.setdefault(TREE_CORE_ENV, TREE_CORE)
+    if core != TREE_CORE:
+        raise ServeError(f"the {eviction_policy_name()} eviction policy needs {TREE_CORE_ENV}={TREE_CORE} "
+                         f"(SGLang's Rust tree core knows only its built-in policies), got {core!r}")
 
 
 def print_help() -> None:

@@ -20,5 +20,14 @@ class ScaleSimDistancesReq(BaseReq, kw_only=True):
     ttl: Optional[float] = None
 
 
+class ScaleSimAgentReq(BaseReq, kw_only=True):
+    """Request `request_id` belongs to `agent_id`. Sent just before the request itself on the
+    same socket, so the scheduler knows the agent when the request reaches the radix tree.
+    (`BaseReq` already has an `rid` field, with a meaning of its own: this message's id.)"""
+
+    request_id: str
+    agent_id: str
+
+
 def register_message_types() -> None:
-    hook_custom_types(ScaleSimDistancesReq)
+    hook_custom_types(ScaleSimDistancesReq, ScaleSimAgentReq)

@@ -14,9 +14,9 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, targets
-from scalesim.engine.sglang.messages import ScaleSimDistancesReq, register_message_types
-from scalesim.engine.sglang.scheduler_state import state_of
+from scalesim.engine.sglang import PLUGIN_NAME, eviction, targets
+from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, register_message_types
+from scalesim.engine.sglang.scheduler_state import current
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,31 @@ def load() -> None:
     except targets.TargetMissingError as exc:
         raise SystemExit(f"scalesim plugin: {exc}") from exc
     register_message_types()
+    eviction.register_policy()
+    register_radix_backend()
     HookRegistry.register(targets.SCHEDULER_INTERNAL_STATE, report_plugin_state, HookType.AFTER)
     HookRegistry.register(targets.SCHEDULER_DISPATCHER, add_scheduler_handlers, HookType.AFTER)
     HookRegistry.register(targets.HTTP_LAUNCH_SERVER, add_routes, HookType.BEFORE)
+    for target, hook, kind in (
+        (targets.UNIFIED_CHECKPOINT, eviction.after_checkpoint, HookType.AFTER),
+        (targets.RADIX_CHECKPOINT, eviction.after_checkpoint, HookType.AFTER),
+        (targets.UNIFIED_RELEASE, eviction.after_release, HookType.AFTER),
+        (targets.RADIX_RELEASE, eviction.after_release, HookType.AFTER),
+        (targets.UNIFIED_SPLIT, eviction.after_unified_split, HookType.AFTER),
+        (targets.RADIX_SPLIT, eviction.after_radix_split, HookType.AFTER),
+        (targets.UNIFIED_VICTIM, eviction.after_unified_victim, HookType.AFTER),
+        (targets.RADIX_DELETE_LEAF, eviction.before_radix_delete_leaf, HookType.BEFORE),
+        (targets.UNIFIED_RESET, eviction.after_reset, HookType.AFTER),
+        (targets.RADIX_RESET, eviction.after_reset, HookType.AFTER),
+    ):
+        HookRegistry.register(target, hook, kind)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())
 
 
 def plugin_state(scheduler: object) -> dict[str, Any]:
     """What the scheduler reports about ScaleSim under `/get_server_info` internal_states."""
     base = {"version": __version__, "sglang": SGLANG_VERSION, "active": True, "pid": os.getpid()}
-    return {**base, **state_of(scheduler).report()}
+    return {**base, **current().report()}
 
 
 def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:
@@ -58,15 +73,42 @@ def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) 
 
 def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> None:
     """AFTER hook on `Scheduler.init_request_dispatcher`: route ScaleSim's messages."""
+    from sglang.srt.runtime_context import get_observability
     from sglang.utils import TypeBasedDispatcher
 
-    state = state_of(scheduler)
+    state = current()
+    if get_observability().enable_metrics:
+        state.counters.enable_prometheus()
 
+    # Both fire and forget: the HTTP process already answered.
     def on_distances(req: ScaleSimDistancesReq) -> None:
         state.apply(req.epoch, req.distances, replace=req.replace, ttl=req.ttl)
-        return None  # fire and forget: the HTTP process already answered
 
-    scheduler._request_dispatcher += TypeBasedDispatcher([(ScaleSimDistancesReq, on_distances)])
+    def on_agent(req: ScaleSimAgentReq) -> None:
+        state.announce(req.request_id, req.agent_id)
+
+    scheduler._request_dispatcher += TypeBasedDispatcher(
+        [(ScaleSimDistancesReq, on_distances), (ScaleSimAgentReq, on_agent)]
+    )
+
+
+RADIX_BACKEND = "radix"
+
+
+def register_radix_backend() -> None:
+    """`--radix-cache-backend radix` selects SGLang's plain RadixCache (0.5.23 builds the
+    UnifiedRadixCache by default and offers no other way to get the plain one)."""
+    from sglang.srt.mem_cache.registry import register_radix_cache_backend, registered_radix_cache_backends
+
+    if RADIX_BACKEND in registered_radix_cache_backends():
+        return
+
+    def factory(ctx: Any) -> Any:
+        from sglang.srt.mem_cache.radix_cache import RadixCache
+
+        return RadixCache(ctx.params)
+
+    register_radix_cache_backend(RADIX_BACKEND, factory)
 
 
 def add_routes(*args: Any, **kwargs: Any) -> None:

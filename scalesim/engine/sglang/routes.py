@@ -4,9 +4,14 @@
 - `POST /v1/update`: the reference implementation's payload
   `{agent_data: {agent: D}, timestep_data: {D: [agents]}, timestep_cnt}` (a full replacement
   at epoch `timestep_cnt`; an agent named in both takes the smaller distance)
+- `POST /scalesim/v1/agents` `{agents: [{agent_id, adapter?, prefix?}]}`: register agents;
+  `GET /scalesim/v1/agents/{agent_id}`: one registration (404 if unknown)
 - `GET /scalesim/v1/stats`: what the HTTP process and each scheduler know
 - on `/v1/chat/completions`, `/v1/completions` and `/generate`: the request's agent
-  (`scalesim.engine.sglang.identity`) and its optional `invocation_distance` hint
+  (`scalesim.engine.sglang.identity`) and its optional `invocation_distance` hint; the
+  scheduler is told the agent of the request (by its `rid`, set here when the client sent
+  none) just before the request itself, so the radix tree can tag the agent's prefix; a
+  registered agent's adapter is used when the request names none
 
 An update is validated and applied to this process's table first (atomically: a rejected
 update changes nothing and answers 400 with the reason); only then is it forwarded to the
@@ -18,16 +23,19 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from scalesim.distance import DistanceError, DistanceTable, validate_distances
-from scalesim.distance.estimators import LearnedEstimator, combine_min
+from scalesim.distance.estimators import combine_min
+from scalesim.distance.table import MAX_AGENTS, validate_agent_id
 from scalesim.engine.sglang import PLUGIN_NAME
 from scalesim.engine.sglang.identity import Identity, identify
-from scalesim.engine.sglang.messages import ScaleSimDistancesReq
+from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq
 
 DISTANCE_FIELDS = {"epoch", "distances", "unit", "ttl", "replace"}
 UPDATE_FIELDS = {"agent_data", "timestep_data", "timestep_cnt"}
@@ -39,35 +47,80 @@ _table = DistanceTable(clock=time.monotonic)
 
 
 class RequestHistory:
-    """Who sent generation requests, how they were identified, and a learned estimate of
-    when each agent calls next (fed for every tagged request; not yet pushed to the
-    scheduler: pushed distances will win over learned ones once eviction uses them)."""
+    """Who sent generation requests and how they were identified. (The learned estimate of
+    when each agent calls next lives in the scheduler, fed by the same requests.)"""
 
     def __init__(self) -> None:
-        self.learned = LearnedEstimator()
         self.by_source: dict[str, int] = {"body": 0, "header": 0, "adapter": 0, "user": 0}
         self.untagged = 0
         self.agents: set[str] = set()
 
-    def record(self, identity: Identity | None, now: float) -> None:
+    def record(self, identity: Identity | None) -> None:
         if identity is None:
             self.untagged += 1
             return
         self.by_source[identity.source] += 1
         self.agents.add(identity.agent_id)
-        self.learned.observe(identity.agent_id, now)
 
     def report(self) -> dict[str, Any]:
-        self.learned.advance(time.monotonic())
-        return {
-            "requests_tagged": dict(self.by_source),
-            "requests_untagged": self.untagged,
-            "agents_seen": len(self.agents),
-            "agents_with_learned_distance": len(self.learned.distances()),
-        }
+        return {"requests_tagged": dict(self.by_source), "requests_untagged": self.untagged,
+                "agents_seen": len(self.agents)}
+
+
+MAX_PREFIX_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Registration:
+    agent_id: str
+    adapter: str | None = None
+    prefix: str | None = None
+
+
+class AgentRegistry:
+    """Registered agents (at most `MAX_AGENTS`): each with its adapter and private prefix."""
+
+    FIELDS = {"agent_id", "adapter", "prefix"}
+
+    def __init__(self) -> None:
+        self.agents: dict[str, Registration] = {}
+
+    def validate(self, body: dict[str, Any], adapters: set[str]) -> list[Registration]:
+        _check_fields(body, {"agents"}, {"agents"})
+        items = body["agents"]
+        if not isinstance(items, list) or not items:
+            raise DistanceError("agents must be a non-empty list of {agent_id, adapter?, prefix?}")
+        out: dict[str, Registration] = {}
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise DistanceError(f"agents[{i}] must be an object, got {type(item).__name__}")
+            unknown = item.keys() - self.FIELDS
+            if unknown:
+                raise DistanceError(f"agents[{i}]: unknown field(s) {', '.join(sorted(unknown))} "
+                                    f"(valid: {', '.join(sorted(self.FIELDS))})")
+            agent = validate_agent_id(item.get("agent_id"))
+            adapter, prefix = item.get("adapter"), item.get("prefix")
+            if adapter is not None and (not isinstance(adapter, str) or adapter not in adapters):
+                served = ", ".join(sorted(adapters)) or "none (start the server with --enable-lora --lora-paths)"
+                raise DistanceError(f"agents[{i}].adapter {adapter!r} is not an adapter this server serves "
+                                    f"(served: {served})")
+            if prefix is not None and (not isinstance(prefix, str) or len(prefix) > MAX_PREFIX_CHARS):
+                raise DistanceError(f"agents[{i}].prefix must be a string of at most {MAX_PREFIX_CHARS} characters")
+            if agent in out:
+                raise DistanceError(f"agents[{i}]: agent {agent!r} appears twice")
+            out[agent] = Registration(agent, adapter, prefix)
+        new = len(out.keys() - self.agents.keys())
+        if len(self.agents) + new > MAX_AGENTS:
+            raise DistanceError(f"registration would hold {len(self.agents) + new} agents, over the limit of {MAX_AGENTS}")
+        return list(out.values())
+
+    def register(self, registrations: list[Registration]) -> None:
+        for r in registrations:
+            self.agents[r.agent_id] = r
 
 
 _history = RequestHistory()
+_agents = AgentRegistry()
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -149,14 +202,67 @@ async def post_reference_update(request: Request) -> JSONResponse:
     return JSONResponse(result)
 
 
+def _served_adapters() -> set[str]:
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    return set(get_global_state().tokenizer_manager.lora_registry.get_all_adapters())
+
+
+async def post_agents(request: Request) -> JSONResponse:
+    try:
+        registrations = _agents.validate(await _json_object(request), _served_adapters())
+    except DistanceError as exc:
+        return _error(400, str(exc))
+    _agents.register(registrations)
+    return JSONResponse({"registered": len(registrations), "agents_registered": len(_agents.agents)})
+
+
+async def get_agent(agent_id: str) -> JSONResponse:
+    registration = _agents.agents.get(agent_id)
+    if registration is None:
+        return _error(404, f"agent {agent_id!r} is not registered")
+    return JSONResponse(asdict(registration))
+
+
 async def get_stats(request: Request) -> JSONResponse:
     from sglang.srt.entrypoints.http_server import get_global_state
 
     states = await get_global_state().tokenizer_manager.get_internal_state()
     return JSONResponse({
-        "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table), **_history.report()},
+        "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table),
+                 "agents_registered": len(_agents.agents), **_history.report()},
         "schedulers": [s.get(PLUGIN_NAME, {}) for s in states],
     })
+
+
+def _announce(obj: dict[str, Any], agent: str) -> bool:
+    """Tell the scheduler which agent the request belongs to, by rid; give the request a rid
+    if it has none. Returns whether `obj` was changed. A malformed rid is left to SGLang."""
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    changed = False
+    rid = obj.get("rid")
+    if rid is None:
+        rid = obj["rid"] = f"scalesim-{uuid.uuid4().hex}"
+        changed = True
+    rids = [rid] if isinstance(rid, str) else rid if isinstance(rid, list) else []
+    dispatch = get_global_state().tokenizer_manager._dispatch_to_scheduler
+    for r in rids:
+        if isinstance(r, str):
+            dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent))
+    return changed
+
+
+def _use_registered_adapter(obj: dict[str, Any], agent: str) -> bool:
+    """A registered agent's adapter, unless the request names one (`lora_path` or
+    `model="base:adapter"`). Returns whether `obj` was changed."""
+    registration = _agents.agents.get(agent)
+    if registration is None or registration.adapter is None or obj.get("lora_path"):
+        return False
+    if isinstance(obj.get("model"), str) and ":" in obj["model"]:
+        return False
+    obj["lora_path"] = registration.adapter
+    return True
 
 
 class IdentityMiddleware:
@@ -194,7 +300,12 @@ class IdentityMiddleware:
             except DistanceError as exc:
                 await _error(400, str(exc))(scope, receive, send)
                 return
-            _history.record(identity, time.monotonic())
+            _history.record(identity)
+            if identity is not None:
+                changed = _use_registered_adapter(obj, identity.agent_id)
+                if _announce(obj, identity.agent_id) or changed:
+                    body = json.dumps(obj).encode()
+                    scope = _with_content_length(scope, len(body))
 
         replayed = False
 
@@ -206,6 +317,11 @@ class IdentityMiddleware:
             return await receive()  # later calls wait for the client's disconnect, as before
 
         await self.app(scope, replay, send)
+
+
+def _with_content_length(scope: dict, length: int) -> dict:
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    return {**scope, "headers": [*headers, (b"content-length", str(length).encode())]}
 
 
 _NUMBER_MAP = {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}
@@ -233,6 +349,25 @@ REFERENCE_UPDATE_SCHEMA = {
 }
 
 
+AGENTS_SCHEMA = {
+    "type": "object",
+    "required": ["agents"],
+    "additionalProperties": False,
+    "properties": {
+        "agents": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["agent_id"], "additionalProperties": False,
+            "properties": {
+                "agent_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "adapter": {"type": "string", "description": "a LoRA adapter this server serves; used by the "
+                            "agent's requests that name no adapter"},
+                "prefix": {"type": "string", "maxLength": MAX_PREFIX_CHARS,
+                           "description": "the agent's private prompt prefix (stored, returned by GET)"},
+            },
+        }},
+    },
+}
+
+
 def _body(schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
@@ -247,5 +382,10 @@ def register_routes(app: FastAPI) -> None:
     app.add_api_route("/v1/update", post_reference_update, methods=["POST"],
                       summary="Reference implementation's distance update payload",
                       openapi_extra=_body(REFERENCE_UPDATE_SCHEMA))
+    app.add_api_route("/scalesim/v1/agents", post_agents, methods=["POST"],
+                      summary="Register agents with their adapter and private prefix",
+                      openapi_extra=_body(AGENTS_SCHEMA))
+    app.add_api_route("/scalesim/v1/agents/{agent_id}", get_agent, methods=["GET"],
+                      summary="One registered agent")
     app.add_api_route("/scalesim/v1/stats", get_stats, methods=["GET"], summary="ScaleSim statistics")
     app.add_middleware(IdentityMiddleware)

@@ -1,29 +1,56 @@
 """ScaleSim's state inside the scheduler process, kept beside SGLang's objects, not on them.
 
-One `SchedulerState` per Scheduler instance, in a side table keyed by the scheduler object
-(weakly: it goes when the scheduler goes). The scheduler's clock drives TTL expiry.
+SGLang runs one scheduler per process (one per tensor/data-parallel rank), so this is one
+object per process (`current()`): the eviction strategy, which SGLang builds without a
+reference to its scheduler, reads the same state as the scheduler's message handlers.
+
+What it holds:
+- the pushed distances (`table`, a `DistanceTable`; the scheduler's clock drives TTL expiry)
+  and a `LearnedEstimator` fed by each tagged request; pushed distances win over learned ones;
+- which agent each request belongs to (`ScaleSimAgentReq` arrives just before the request,
+  on the same socket): a bounded map, so requests that never reach the tree cannot leak it;
+- which agents own each radix node: a weak side table keyed by node, so a node deleted by
+  eviction, a cache flush, or an aborted or retracted request takes its entry with it;
+- counters for the stats route and Prometheus (`AgentCounters`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import Any
 
 from scalesim.distance import DistanceError, DistanceTable
+from scalesim.distance.estimators import LearnedEstimator
+from scalesim.engine.sglang.counters import AgentCounters
 
 logger = logging.getLogger(__name__)
 
+UNKNOWN = math.inf
+# Requests announced but not yet seen by the tree (in flight, or refused by SGLang after the
+# announcement). Far above any realistic number of concurrent requests on one scheduler.
+MAX_PENDING_RIDS = 65_536
 
-@dataclass
+
 class SchedulerState:
-    table: DistanceTable = field(default_factory=lambda: DistanceTable(clock=time.monotonic))
-    pushes_applied: int = 0
-    pushes_rejected: int = 0
-    apply_seconds_total: float = 0.0  # time the scheduler spent applying pushes
-    apply_seconds_max: float = 0.0
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.table = DistanceTable(clock=clock)
+        self.learned = LearnedEstimator()
+        self.learned_enabled = True
+        self.counters = AgentCounters()
+        self._agent_of_rid: OrderedDict[str, str] = OrderedDict()
+        self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self.hook_errors = 0
+        self.pushes_applied = 0
+        self.pushes_rejected = 0
+        self.apply_seconds_total = 0.0  # time the scheduler spent applying pushes
+        self.apply_seconds_max = 0.0
+
+    # -- messages from the HTTP process ---------------------------------------------------
 
     def apply(self, epoch: int, distances: dict[str, float], *, replace: bool, ttl: float | None) -> None:
         start = time.perf_counter()
@@ -39,22 +66,121 @@ class SchedulerState:
             self.pushes_rejected += 1
             logger.warning("ScaleSim: distance update rejected in the scheduler: %s", exc)
 
+    def announce(self, rid: str, agent: str) -> None:
+        """Request `rid` belongs to `agent` (sent just before the request itself)."""
+        pending = self._agent_of_rid
+        pending[rid] = agent
+        if len(pending) > MAX_PENDING_RIDS:
+            pending.popitem(last=False)
+        self.learned.observe(agent, max(self.clock(), self.learned.now))
+
+    # -- distances ------------------------------------------------------------------------
+
+    def distance(self, agent: str) -> float:
+        """Pushed distance, else learned, else `UNKNOWN`."""
+        pushed = self.table.get(agent)
+        if pushed is not None:
+            return pushed
+        if self.learned_enabled:
+            learned = self.learned.distance(agent, self.clock())
+            if learned is not None:
+                return learned
+        return UNKNOWN
+
+    def node_distance(self, node: Any) -> float:
+        """The nearest owner's distance (`UNKNOWN` for an untagged node)."""
+        owners = self._owners.get(node)
+        if not owners:
+            return UNKNOWN
+        return min(self.distance(agent) for agent in owners)
+
+    # -- radix-tree ownership -------------------------------------------------------------
+
+    def agent_of(self, req: Any) -> str | None:
+        """The agent announced for `req`. SGLang derives rids for parallel sampling and batches
+        (`<rid>_<i>`), so the announced base rid is looked up too."""
+        rid = req.rid
+        if not isinstance(rid, str):
+            return None
+        agent = self._agent_of_rid.get(rid)
+        if agent is None and "_" in rid:
+            agent = self._agent_of_rid.get(rid.rsplit("_", 1)[0])
+        return agent
+
+    def tag_path(self, req: Any, node: Any) -> None:
+        """Record the request's agent as an owner of every node from `node` (where its
+        checkpoint ended) up to the root (the root is never evicted and not tracked)."""
+        agent = self.agent_of(req)
+        if agent is None or node is None:
+            return
+        owners = self._owners
+        while node is not None and node.parent is not None:
+            got = owners.get(node)
+            if got is None:
+                owners[node] = {agent}
+            elif agent in got:
+                break  # this node and its ancestors were tagged by an earlier checkpoint
+            else:
+                got.add(agent)
+            node = node.parent
+
+    def on_split(self, child: Any, new_parent: Any) -> None:
+        """A split gives the new parent node the child's owners (it is on all their paths)."""
+        owners = self._owners.get(child)
+        if owners:
+            self._owners[new_parent] = set(owners)
+
+    def on_evict(self, node: Any, tokens: int) -> None:
+        owners = self._owners.get(node)
+        if not owners:
+            self.counters.evicted_node("untagged", tokens)
+            self.counters.evicted(None, "untagged", tokens)
+            return
+        reason = "farthest" if self.node_distance(node) != UNKNOWN else "no_distance"
+        self.counters.evicted_node(reason, tokens)
+        for agent in owners:
+            self.counters.evicted(agent, reason, tokens)
+
+    def on_release(self, req: Any) -> None:
+        """A request gave its KV back to the tree: count its prompt's cached and recomputed
+        tokens (once, when it finished) and forget its announcement."""
+        if not req.finished():
+            return  # retracted: it comes back, and counts then
+        agent = self.agent_of(req)
+        self._agent_of_rid.pop(req.rid, None)
+        prompt = len(req.origin_input_ids)
+        cached = min(req.cached_tokens, prompt)
+        self.counters.prefill(agent, cached, prompt - cached)
+
+    def reset_tree(self) -> None:
+        """The radix cache was flushed: no node survives."""
+        self._owners.clear()
+
+    # -- reporting ------------------------------------------------------------------------
+
     def report(self) -> dict[str, Any]:
         return {
             "distance_epoch": self.table.epoch,
             "agents_with_distance": len(self.table),
+            "agents_with_learned_distance": self.learned.known(),
+            "learned_distances": self.learned_enabled,
             "distance_pushes_applied": self.pushes_applied,
             "distance_pushes_rejected": self.pushes_rejected,
             "distance_push_apply_ms_mean": 1000 * self.apply_seconds_total / max(self.pushes_applied, 1),
             "distance_push_apply_ms_max": 1000 * self.apply_seconds_max,
+            "pending_requests": len(self._agent_of_rid),
+            "hook_errors": self.hook_errors,
+            "tagged_nodes": len(self._owners),
+            **self.counters.report(),
         }
 
 
-_STATES: "weakref.WeakKeyDictionary[object, SchedulerState]" = weakref.WeakKeyDictionary()
+_STATE: SchedulerState | None = None
 
 
-def state_of(scheduler: object) -> SchedulerState:
-    state = _STATES.get(scheduler)
-    if state is None:
-        state = _STATES[scheduler] = SchedulerState()
-    return state
+def current() -> SchedulerState:
+    """This process's state (created on first use)."""
+    global _STATE
+    if _STATE is None:
+        _STATE = SchedulerState()
+    return _STATE

@@ -15,6 +15,22 @@ from scalesim import SGLANG_VERSION
 SCHEDULER_INTERNAL_STATE = "sglang.srt.managers.scheduler.Scheduler.get_internal_state"
 SCHEDULER_DISPATCHER = "sglang.srt.managers.scheduler.Scheduler.init_request_dispatcher"
 HTTP_LAUNCH_SERVER = "sglang.srt.entrypoints.http_server.launch_server"
+# Hooked by the eviction policy (see eviction.py).
+_UNIFIED = "sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache"
+_RADIX = "sglang.srt.mem_cache.radix_cache.RadixCache"
+UNIFIED_CHECKPOINT = f"{_UNIFIED}.checkpoint"
+RADIX_CHECKPOINT = f"{_RADIX}.checkpoint"
+UNIFIED_RELEASE = f"{_UNIFIED}.on_release"
+RADIX_RELEASE = f"{_RADIX}.on_release"
+UNIFIED_SPLIT = "sglang.srt.mem_cache.unified_cache.unified_tree_core.UnifiedTreeCore._split_node"
+RADIX_SPLIT = f"{_RADIX}._split_node"
+UNIFIED_VICTIM = "sglang.srt.mem_cache.unified_cache.components.full.FullComponent._evict_device_next_node"
+RADIX_DELETE_LEAF = f"{_RADIX}._delete_leaf"
+UNIFIED_RESET = f"{_UNIFIED}.reset"
+RADIX_RESET = f"{_RADIX}.reset"
+EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
+EVICTION_CHOICES = "sglang.srt.arg_groups.choices.add_radix_eviction_policy_choices"
+RADIX_BACKENDS = "sglang.srt.mem_cache.registry.register_radix_cache_backend"
 # Used by the routes and messages.
 HTTP_GLOBAL_STATE = "sglang.srt.entrypoints.http_server.get_global_state"
 TOKENIZER_DISPATCH = "sglang.srt.managers.tokenizer_manager.TokenizerManager._dispatch_to_scheduler"
@@ -32,6 +48,19 @@ HOOK_TARGETS: tuple[str, ...] = (
     HTTP_GLOBAL_STATE,
     TOKENIZER_DISPATCH,
     HOOK_CUSTOM_TYPES,
+    UNIFIED_CHECKPOINT,
+    RADIX_CHECKPOINT,
+    UNIFIED_RELEASE,
+    RADIX_RELEASE,
+    UNIFIED_SPLIT,
+    RADIX_SPLIT,
+    UNIFIED_VICTIM,
+    RADIX_DELETE_LEAF,
+    UNIFIED_RESET,
+    RADIX_RESET,
+    EVICTION_FACTORIES,
+    EVICTION_CHOICES,
+    RADIX_BACKENDS,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 

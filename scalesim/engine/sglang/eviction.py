@@ -1,0 +1,148 @@
+"""Agent-aware eviction for SGLang's radix caches (UnifiedRadixCache and the plain RadixCache).
+
+SGLang's trees pick victims among their evictable leaves by `EvictionStrategy.get_priority(node)`,
+smallest first. Our strategy, registered as `--radix-eviction-policy scalesim`, answers with the
+core policy's sort key (`scalesim.policy.eviction`: the same `Priority` every memory kind uses)
+over the node's distance, which is its nearest owner's (`SchedulerState.node_distance`), and
+SGLang's own recency counter (`node.last_access_time`); node ids break ties, so every rank
+decides the same. With no distances at all every node is `UNKNOWN` and the order is LRU.
+
+The hooks below keep `SchedulerState` up to date from the tree's own events: a checkpoint
+tags the request's path with its agent, a split copies owners to the new parent, a victim is
+counted by reason, a released request counts its cached tokens, a reset forgets every node.
+
+`--radix-eviction-policy-config` (JSON) takes `order` ("distance" or "lru": the core priority),
+`learned` (use learned distances for agents with no pushed one; default true) and
+`agent_series` (how many agents get their own stats and Prometheus series; default 64).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sglang.srt.mem_cache.evict_policy import EvictionStrategy
+
+from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
+from scalesim.engine.sglang.scheduler_state import current
+from scalesim.policy.eviction import make_priority
+
+logger = logging.getLogger(__name__)
+
+POLICY_NAME = "scalesim"
+# The default Rust tree core only knows SGLang's built-in policies by name.
+TREE_CORE_ENV = "SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND"
+TREE_CORE = "python"
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    order: str = "distance"
+    learned: bool = True
+    agent_series: int = DEFAULT_MAX_AGENT_SERIES
+
+
+def parse_config(config: dict[str, Any] | None) -> StrategyConfig:
+    """Validate `--radix-eviction-policy-config` for our policy; `ValueError` names the field."""
+    config = dict(config or {})
+    unknown = config.keys() - StrategyConfig.__dataclass_fields__.keys()
+    if unknown:
+        raise ValueError(f"unknown {POLICY_NAME} eviction option(s) {sorted(unknown)} "
+                         f"(valid: order, learned, agent_series)")
+    parsed = StrategyConfig(**config)
+    make_priority(parsed.order)  # raises for an unknown order
+    if not isinstance(parsed.learned, bool):
+        raise ValueError(f"learned must be true or false, got {parsed.learned!r}")
+    if isinstance(parsed.agent_series, bool) or not isinstance(parsed.agent_series, int) or parsed.agent_series < 0:
+        raise ValueError(f"agent_series must be a non-negative integer, got {parsed.agent_series!r}")
+    return parsed
+
+
+class AgentDistanceStrategy(EvictionStrategy):
+    """Farthest agent first, then least recently used (see the module docstring)."""
+
+    def __init__(self, **config: Any) -> None:
+        parsed = parse_config(config)
+        self.priority = make_priority(parsed.order)
+        self.state = current()
+        self.state.learned_enabled = parsed.learned
+        self.state.counters.max_agent_series = parsed.agent_series
+
+    def get_priority(self, node: Any) -> tuple:
+        # version 0 and key None: SGLang compares (priority, node) tuples, and the unique
+        # node id in the `seq` slot settles every comparison before them.
+        return self.priority.entry(self.state.node_distance(node), node.last_access_time, node.id, 0, None)
+
+
+def register_policy() -> None:
+    """Make `scalesim` a valid `--radix-eviction-policy` (CLI choice and factory); idempotent."""
+    from sglang.srt.arg_groups.choices import RADIX_EVICTION_POLICY_CHOICES, add_radix_eviction_policy_choices
+    from sglang.srt.mem_cache import utils
+
+    if POLICY_NAME not in RADIX_EVICTION_POLICY_CHOICES:
+        add_radix_eviction_policy_choices([POLICY_NAME])
+    utils._EVICTION_POLICY_FACTORIES[POLICY_NAME] = AgentDistanceStrategy
+
+
+# -- hooks (registered by plugin.load; they run in the scheduler process) ------------------
+#
+# Hints are advisory, and so is our bookkeeping: a failure in a hook is logged and counted
+# (`hook_errors` in the stats; the tests require 0), never raised into SGLang's scheduler loop.
+
+
+def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def hook(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            state = current()
+            state.hook_errors += 1
+            if state.hook_errors <= 10:
+                logger.exception("ScaleSim hook %s failed (request served unchanged)", fn.__name__)
+
+    return hook
+
+
+@_guarded
+def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
+    node = req.last_node
+    if isinstance(node, int):  # UnifiedRadixCache keeps a NodeId; RadixCache the node
+        node = cache.tree_core.node_by_id(node)
+    current().tag_path(req, node)
+
+
+@_guarded
+def after_release(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
+    current().on_release(req)
+
+
+@_guarded
+def after_unified_split(result: Any, core: Any, key: Any, child: Any, *args: Any, **kwargs: Any) -> None:
+    current().on_split(child, result[0])  # UnifiedTreeCore._split_node -> (new_node, action)
+
+
+@_guarded
+def after_radix_split(result: Any, cache: Any, key: Any, child: Any, *args: Any, **kwargs: Any) -> None:
+    current().on_split(child, result)  # RadixCache._split_node -> new_node
+
+
+@_guarded
+def after_unified_victim(result: Any, component: Any, *args: Any, **kwargs: Any) -> None:
+    # FullComponent._evict_device_next_node returns the victim's id and keeps the node.
+    node = component._evict_device_last_node
+    if result is not None and node is not None:
+        current().on_evict(node, len(node.key))
+
+
+@_guarded
+def before_radix_delete_leaf(cache: Any, node: Any, *args: Any, **kwargs: Any) -> None:
+    current().on_evict(node, len(node.key))  # RadixCache deletes leaves only when evicting
+
+
+@_guarded
+def after_reset(result: Any, cache: Any, *args: Any, **kwargs: Any) -> None:
+    current().reset_tree()
