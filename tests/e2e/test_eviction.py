@@ -148,3 +148,13 @@ def test_many_requests_leave_no_pending_state_and_metrics_are_exported(pressure_
     agent = f"churn-{pressure_server.cache_kind}/A"
     assert f'scalesim_prefill_requests_total{{agent="{agent}",result="miss"}}' in metrics
     assert 'scalesim_evictions_total{reason="farthest"}' in metrics
+
+
+def test_learned_distances_keep_the_agents_due_next_without_any_hint(pressure_server):
+    """Four agents call in turn, ids only, no distances; three prefixes fit. LRU misses every
+    time on this cycle (see the test above); the learned estimator predicts that the agent
+    that just called is needed last, so its prefix goes and the others are found."""
+    s = Session(pressure_server, f"learned-{pressure_server.cache_kind}")
+    cached = [s.generate(a, tail=TAIL + r) for r in range(4) for a in "ABCD"]
+    assert cached[:8] == [0] * 8  # cold, then one request per agent: nothing learned yet
+    assert sum(c > 0 for c in cached[8:]) >= 4, cached

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 
@@ -102,15 +104,71 @@ def test_openapi_schema_documents_the_routes(server):
     assert "/v1/update" in spec["paths"] and "/scalesim/v1/stats" in spec["paths"]
 
 
+def test_agent_registration_adapter_mapping_and_bad_input(server):
+    before = _stats(server)["http"]["agents_registered"]
+    ok = _post(server, "/scalesim/v1/agents", {"agents": [
+        {"agent_id": "reg-1", "adapter": "a0", "prefix": "You are Ada, a baker."}, {"agent_id": "reg-2"}]})
+    assert ok.status_code == 200 and ok.json() == {"registered": 2, "agents_registered": before + 2}
+    got = requests.get(server.base_url + "/scalesim/v1/agents/reg-1", timeout=30)
+    assert got.json() == {"agent_id": "reg-1", "adapter": "a0", "prefix": "You are Ada, a baker."}
+    missing = requests.get(server.base_url + "/scalesim/v1/agents/nobody", timeout=30)
+    assert missing.status_code == 404 and missing.json() == {"error": "agent 'nobody' is not registered"}
+
+    bad = [
+        ({"agents": [{"agent_id": "x", "adapter": "nope"}]},
+         "agents[0].adapter 'nope' is not an adapter this server serves (served: a0, a1)"),
+        ({"agents": [{"agent_id": "x"}, {"agent_id": "x"}]}, "agents[1]: agent 'x' appears twice"),
+        ({"agents": []}, "agents must be a non-empty list of {agent_id, adapter?, prefix?}"),
+        ({"agents": [{"agent_id": ""}]}, "agent_id must be a non-empty string, got ''"),
+        ({"agents": [{"agent_id": "x", "prefix": 3}]}, "agents[0].prefix must be a string of at most 1000000 characters"),
+        ({"agents": [{"agent_id": "x", "colour": 1}]}, "agents[0]: unknown field(s) colour (valid: adapter, agent_id, prefix)"),
+        ({"agent": []}, "unknown field(s) agent (valid: agents)"),
+    ]
+    for body, message in bad:
+        resp = _post(server, "/scalesim/v1/agents", body)
+        assert (resp.status_code, resp.json()) == (400, {"error": message}), body
+    assert _stats(server)["http"]["agents_registered"] == before + 2
+
+    # A registered agent's requests use its adapter unless they name one.
+    def complete(**extra) -> str:
+        body = {"model": "default", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0, **extra}
+        return requests.post(server.base_url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+
+    assert complete(agent_id="reg-1") == complete(model="default:a0")
+    assert complete(agent_id="reg-1", lora_path="a1") == complete(model="default:a1")
+
+
+def test_aborted_request_leaves_no_pending_announcement(server):
+    pending = _stats(server)["schedulers"][0]["pending_requests"]
+    body = {"model": "default", "prompt": "Count to a thousand:", "max_tokens": 400, "temperature": 0,
+            "stream": True, "agent_id": "quitter"}
+    with requests.post(server.base_url + "/v1/completions", json=body, stream=True, timeout=60) as resp:
+        next(resp.iter_lines())  # first chunk, then hang up
+    for _ in range(60):
+        sched = _stats(server)["schedulers"][0]
+        if sched["pending_requests"] == pending:
+            break
+        time.sleep(0.5)
+    assert sched["pending_requests"] == pending and sched["hook_errors"] == 0
+
+
 def test_per_push_cost_with_1000_agents(server):
-    """1,000 agents, a full distance push per simulation step: the scheduler's cost per push."""
+    """1,000 registered agents, a full distance push and a few tagged requests per simulation
+    step: the scheduler's cost per push."""
     epoch = _stats(server)["http"]["distance_epoch"] + 1
     agents = [f"agent-{i:04d}" for i in range(1000)]
+    reg = _post(server, "/scalesim/v1/agents", {"agents": [{"agent_id": a} for a in agents]})
+    assert reg.status_code == 200 and reg.json()["registered"] == 1000
     for step in range(20):
         table = {a: float((i + step) % 37) for i, a in enumerate(agents)}
         resp = _post(server, "/scalesim/v1/distances", {"epoch": epoch + step, "distances": table, "replace": True})
         assert resp.status_code == 200 and resp.json()["agents_with_distance"] == 1000
+        if step % 5 == 0:
+            out = requests.post(server.base_url + "/generate", json={
+                "text": "Hello", "agent_id": agents[step], "sampling_params": {"max_new_tokens": 2}}, timeout=60)
+            assert out.status_code == 200
     (sched,) = _stats(server)["schedulers"]
     assert sched["agents_with_distance"] == 1000 and sched["distance_epoch"] == epoch + 19
+    assert sched["hook_errors"] == 0
     print(f"\nscheduler per-push cost, 1,000 agents: mean {sched['distance_push_apply_ms_mean']:.3f} ms, "
           f"max {sched['distance_push_apply_ms_max']:.3f} ms over {sched['distance_pushes_applied']} pushes")

@@ -1,0 +1,91 @@
+"""The `scalesim` radix eviction policy: exact victim order, options, and how `serve` sets it up."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from scalesim.engine.sglang import eviction, launch, scheduler_state
+from scalesim.engine.sglang.eviction import AgentDistanceStrategy, parse_config
+from scalesim.engine.sglang.launch import ServeError, check_eviction_setup, with_plugin_defaults
+
+
+class Node:
+    def __init__(self, node_id: int, t: float, parent=None):
+        self.id, self.last_access_time, self.parent, self.key = node_id, t, parent, [0]
+
+
+@pytest.fixture
+def state(monkeypatch):
+    fresh = scheduler_state.SchedulerState()
+    monkeypatch.setattr(scheduler_state, "_STATE", fresh)
+    return fresh
+
+
+def _tag(state, node, agent):
+    state.announce(f"rid-{node.id}", agent)
+
+    class Req:
+        rid = f"rid-{node.id}"
+
+    state.tag_path(Req, node)
+
+
+def _victim_order(strategy, nodes):
+    return [n.id for n in sorted(nodes, key=strategy.get_priority)]
+
+
+def test_victims_farthest_first_then_lru_and_unknown_before_known(state):
+    root = Node(0, 0.0)
+    nodes = [Node(i, t, root) for i, t in [(1, 5.0), (2, 1.0), (3, 3.0), (4, 2.0), (5, 4.0), (6, 0.5)]]
+    for node, agent in zip(nodes, ["near", "far", "far", "mid", "unknown", "unknown"]):
+        _tag(state, node, agent)
+    strategy = AgentDistanceStrategy(learned=False)  # "far" was announced twice: it would have one
+    # No distances at all: pure LRU (oldest access first).
+    assert _victim_order(strategy, nodes) == [6, 2, 4, 3, 5, 1]
+    state.table.update({"near": 1, "mid": 4, "far": 9}, 1)
+    # Unknown agents first (LRU among them), then farthest first, LRU among equals.
+    assert _victim_order(strategy, nodes) == [6, 5, 2, 3, 4, 1]
+    assert _victim_order(AgentDistanceStrategy(order="lru", learned=False), nodes) == [6, 2, 4, 3, 5, 1]
+
+
+def test_equal_priorities_fall_back_to_node_ids(state):
+    root = Node(0, 0.0)
+    nodes = [Node(i, 1.0, root) for i in (9, 3, 7)]
+    assert _victim_order(AgentDistanceStrategy(), nodes) == [3, 7, 9]
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"colour": "red"}, "unknown scalesim eviction option(s) ['colour']"),
+    ({"order": "mru"}, "unknown eviction priority 'mru'"),
+    ({"learned": "yes"}, "learned must be true or false"),
+    ({"agent_series": -1}, "agent_series must be a non-negative integer"),
+])
+def test_bad_options_are_refused(config, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_config(config)
+
+
+def test_options_reach_the_scheduler_state(state):
+    AgentDistanceStrategy(learned=False, agent_series=5)
+    assert state.learned_enabled is False and state.counters.max_agent_series == 5
+
+
+def test_serve_selects_the_policy_unless_the_user_chose_one():
+    assert with_plugin_defaults(["--port", "1"]) == ["--port", "1", "--radix-eviction-policy", "scalesim"]
+    assert with_plugin_defaults(["--radix-eviction-policy", "lfu"]) == ["--radix-eviction-policy", "lfu"]
+    args = launch.parse_sglang_args(["--model-path", "x", "--radix-eviction-policy", "scalesim"])
+    assert args.radix_eviction_policy == "scalesim"
+
+
+def test_serve_checks_options_and_tree_core(monkeypatch):
+    monkeypatch.delenv(eviction.TREE_CORE_ENV, raising=False)
+    check_eviction_setup({"order": "lru"})
+    assert os.environ[eviction.TREE_CORE_ENV] == "python"
+    with pytest.raises(ServeError, match="--radix-eviction-policy-config: learned must be true or false"):
+        check_eviction_setup({"learned": 1})
+    monkeypatch.setenv(eviction.TREE_CORE_ENV, "rust")
+    with pytest.raises(ServeError, match="needs SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND=python"):
+        check_eviction_setup(None)

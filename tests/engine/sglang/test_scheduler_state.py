@@ -1,0 +1,143 @@
+"""The scheduler-side bookkeeping: ownership of radix nodes, distances, counters (exact values).
+
+Nodes here are small stand-ins with the attributes the hooks read from SGLang's tree nodes
+(`parent`, `key`, `id`, `last_access_time`); the live tests in tests/e2e/test_eviction.py run
+the same code on SGLang's real trees.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from scalesim.engine.sglang import scheduler_state
+from scalesim.engine.sglang.counters import OTHER, AgentCounters
+from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState
+
+
+class Node:
+    _ids = iter(range(1, 10**9))
+
+    def __init__(self, parent: "Node | None", tokens: int = 10, t: float = 0.0):
+        self.parent, self.key, self.id, self.last_access_time = parent, [0] * tokens, next(self._ids), t
+
+
+class Req:
+    def __init__(self, rid: str, prompt: int = 0, cached: int = 0, finished: bool = True):
+        self.rid, self.origin_input_ids, self.cached_tokens, self._finished = rid, [0] * prompt, cached, finished
+
+    def finished(self) -> bool:
+        return self._finished
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def state() -> SchedulerState:
+    return SchedulerState(clock=Clock())
+
+
+def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
+    root = Node(None)
+    shared = Node(root)
+    a_leaf, b_leaf = Node(shared), Node(shared)
+    state.announce("r1", "a")
+    state.announce("r2", "b")
+    state.tag_path(Req("r1"), a_leaf)
+    state.tag_path(Req("r2"), b_leaf)
+    assert state.node_distance(a_leaf) == UNKNOWN  # no distances at all: LRU decides
+    state.table.update({"a": 3.0, "b": 7.0}, 1)
+    assert (state.node_distance(a_leaf), state.node_distance(b_leaf), state.node_distance(shared)) == (3.0, 7.0, 3.0)
+    assert state.node_distance(root) == UNKNOWN  # never tagged
+
+    # Learned: "c" calls every 10 s; pushed "a" keeps its pushed distance whatever it learned.
+    clock = state.clock
+    for t in (100.0, 110.0, 120.0):
+        clock.now = t
+        state.announce(f"c{t}", "c")
+        state.announce(f"a{t}", "a")
+    clock.now = 124.0
+    assert state.distance("c") == pytest.approx(6.0)
+    assert state.distance("a") == 3.0
+    state.learned_enabled = False
+    assert state.distance("c") == UNKNOWN
+
+
+def test_split_copies_owners_and_eviction_reasons(state):
+    root = Node(None)
+    leaf = Node(root, tokens=30)
+    state.announce("r", "a")
+    state.tag_path(Req("r"), leaf)
+    upper = Node(root, tokens=12)  # a split: `upper` now sits between root and `leaf`
+    leaf.parent = upper
+    state.on_split(leaf, upper)
+    assert state.node_distance(upper) == UNKNOWN and state._owners[upper] == {"a"}
+
+    state.on_evict(leaf, 30)  # owned, no distance
+    state.table.update({"a": 2.0}, 1)
+    state.on_evict(upper, 12)  # owned, with a distance
+    state.on_evict(Node(root, tokens=5), 5)  # untagged
+    report = state.report()
+    assert report["evicted_tokens_by_reason"] == {"farthest": 12, "no_distance": 30, "untagged": 5}
+    assert report["cache"]["evicted_nodes"] == 3 and report["cache"]["evicted_tokens"] == 47
+    assert report["per_agent"]["a"]["evicted_tokens"] == 42
+    assert report["per_agent"]["_none"]["evicted_tokens"] == 5
+
+
+def test_tagging_stops_at_an_already_tagged_ancestor_and_nodes_are_held_weakly(state):
+    root = Node(None)
+    mid = Node(root)
+    leaf = Node(mid)
+    state.announce("r", "a")
+    state.tag_path(Req("r"), leaf)
+    deeper = Node(leaf)
+    state.tag_path(Req("r"), deeper)
+    assert state.report()["tagged_nodes"] == 3
+    del leaf, deeper
+    gc.collect()
+    assert state.report()["tagged_nodes"] == 1  # only `mid` is still alive
+    state.reset_tree()
+    assert state.report()["tagged_nodes"] == 0
+
+
+def test_release_counts_finished_requests_once_and_forgets_the_rid(state):
+    state.announce("r1", "a")
+    state.announce("r2", "a")
+    state.on_release(Req("r1", prompt=100, cached=0, finished=False))  # retracted: not yet
+    state.on_release(Req("r1", prompt=100, cached=0))
+    state.on_release(Req("r2", prompt=100, cached=80))
+    state.on_release(Req("other", prompt=10, cached=0))  # never announced: no agent
+    report = state.report()
+    assert report["pending_requests"] == 0
+    assert report["per_agent"]["a"] == {"hits": 1, "misses": 1, "cached_tokens": 80, "recomputed_tokens": 120,
+                                        "evicted_nodes": 0, "evicted_tokens": 0}
+    assert report["cache"]["hits"] == 1 and report["cache"]["misses"] == 2
+    assert report["per_agent"]["_none"]["recomputed_tokens"] == 10
+
+
+def test_derived_rids_find_their_agent_and_announcements_are_bounded(state, monkeypatch):
+    state.announce("base", "a")
+    assert state.agent_of(Req("base_0")) == "a" and state.agent_of(Req("base_3")) == "a"
+    assert state.agent_of(Req("unknown_0")) is None
+    monkeypatch.setattr(scheduler_state, "MAX_PENDING_RIDS", 3)
+    for i in range(5):
+        state.announce(f"r{i}", "b")
+    assert state.report()["pending_requests"] == 3
+    assert state.agent_of(Req("r0")) is None and state.agent_of(Req("r4")) == "b"
+
+
+def test_per_agent_series_are_bounded():
+    counters = AgentCounters(max_agent_series=2)
+    for agent in ("a", "b", "c", "d", "a"):
+        counters.prefill(agent, 1, 1)
+    report = counters.report()
+    assert sorted(report["per_agent"]) == sorted([OTHER, "a", "b"])
+    assert report["per_agent"]["a"]["hits"] == 2 and report["per_agent"][OTHER]["hits"] == 2
+    assert report["cache"]["hits"] == 5
