@@ -38,6 +38,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_tree_core(args: argparse.Namespace) -> int:
+    from scalesim.bench import tree_core
+
+    return tree_core.main(args.agents, args.steps, args.active, args.prefix, args.seed, args.port, args.reverse)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from scalesim.models import smollm2, tiny
 
@@ -93,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     core.add_argument("--victims", type=int, default=1_000)
     core.add_argument("--repeats", type=int, default=7)
     core.set_defaults(fn=_cmd_bench)
+    tree = bench_sub.add_parser("tree-core", help="SGLang's Python radix-tree core (needed by the scalesim "
+                                "policy) against its Rust core, on a live server")
+    tree.add_argument("--agents", type=int, default=30)
+    tree.add_argument("--steps", type=int, default=20)
+    tree.add_argument("--active", type=float, default=0.2)
+    tree.add_argument("--prefix", type=int, default=300, help="tokens of each agent's private prefix")
+    tree.add_argument("--seed", type=int, default=0)
+    tree.add_argument("--port", type=int, default=30124)
+    tree.add_argument("--reverse", action="store_true", help="run the configurations in reverse order")
+    tree.set_defaults(fn=_cmd_bench_tree_core)
 
     models = sub.add_parser("models", help="build the embedded models into the cache (idempotent)")
     models.add_argument("which", choices=["default", "tiny", "all"], nargs="?", default="all")

@@ -6,7 +6,8 @@ Contract:
 - Every update carries an epoch. An epoch older than the table's is rejected; the same epoch
   merges (several pushes within one simulation step); a newer epoch becomes the table's epoch.
   `replace=True` makes the table exactly the given distances; otherwise only the given agents
-  change.
+  change. A full replacement is the whole table of an epoch, so a second one at the table's
+  epoch is a duplicate (a replayed or misnumbered step) and is rejected.
 - An update may carry a time-to-live; its entries decay to unknown once `clock() >= set + ttl`.
 - Unknown agents (never set, or expired) have no distance: `get` returns None; in distance
   order they come after every known agent.
@@ -166,6 +167,8 @@ class DistanceTable:
             raise DistanceError(f"epoch must be a non-negative integer, got {epoch!r}")
         if epoch < self.epoch:
             raise DistanceError(f"epoch {epoch} is older than the table's epoch {self.epoch}")
+        if replace and epoch == self.epoch:
+            raise DistanceError(f"epoch {epoch} already has a full table; a replacement needs a newer epoch")
         if unit is not None and unit != self.unit:
             raise DistanceError(f"unit must be {self.unit!r} for this table, got {unit!r}")
         ttl = _validate_ttl(ttl)

@@ -91,6 +91,7 @@ BAD_UPDATES = [
     ({"a": 1}, {"unit": "parsecs"}, "unit must be 'steps' for this table, got 'parsecs'"),
     ({"a": 1}, {"ttl": 0}, "ttl must be a positive finite number or None, got 0"),
     ({"a": 1}, {"epoch": 4}, "epoch 4 is older than the table's epoch 5"),
+    ({"a": 1}, {"replace": True}, "epoch 5 already has a full table; a replacement needs a newer epoch"),
     ({"a": 1}, {"epoch": -1}, "epoch must be a non-negative integer, got -1"),
     ({"a": 1}, {"epoch": 5.5}, "epoch must be a non-negative integer, got 5.5"),
     (["a"], {}, "distances must be a mapping of agent_id to number, got list"),
@@ -118,7 +119,7 @@ def test_size_limit(clock):
     with pytest.raises(DistanceError, match="update would hold 4 agents, over the limit of 3"):
         table.update({"c": 1, "d": 1}, epoch=0)
     with pytest.raises(DistanceError, match="distances has 4 entries, over the limit of 3"):
-        table.update({"c": 1, "d": 1, "e": 1, "f": 1}, epoch=0, replace=True)
+        table.update({"c": 1, "d": 1, "e": 1, "f": 1}, epoch=1, replace=True)
     assert table.snapshot() == {"a": 1.0, "b": 1.0}
     table.update({"c": 1, "d": 1, "e": 1}, epoch=1, replace=True)  # replacement may swap all
 

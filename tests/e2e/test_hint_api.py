@@ -69,6 +69,10 @@ def test_reference_update_payload_is_a_full_replacement(server):
     assert (sched["distance_epoch"], sched["agents_with_distance"]) == (epoch, 3)
     resp = _post(server, "/v1/update", {"timestep_data": {"soon": ["y"]}, "timestep_cnt": epoch + 1})
     assert resp.status_code == 400 and resp.json() == {"error": "timestep_data key 'soon' is not a number"}
+    resp = _post(server, "/v1/update", {"agent_data": {"x": 1}, "timestep_cnt": epoch})  # a replay
+    assert resp.status_code == 400
+    assert resp.json() == {"error": f"epoch {epoch} already has a full table; a replacement needs a newer epoch"}
+    assert _stats(server)["schedulers"][0]["agents_with_distance"] == 3
 
 
 def test_agent_identity_and_per_request_hints_through_the_openai_sdk(server):

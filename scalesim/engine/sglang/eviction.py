@@ -111,7 +111,12 @@ def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
 def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
     node = req.last_node
     if isinstance(node, int):  # UnifiedRadixCache keeps a NodeId; RadixCache the node
-        node = cache.tree_core.node_by_id(node)
+        try:
+            node = cache.tree_core.node_by_id(node)
+        except NotImplementedError:
+            # The Rust tree core (a built-in policy was chosen) has no Python nodes to tag:
+            # nothing to do, as no policy of ours reads ownership there.
+            return
     current().tag_path(req, node)
 
 

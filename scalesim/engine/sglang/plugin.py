@@ -28,9 +28,11 @@ def load() -> None:
     swallows ordinary exceptions, which would leave a server running without ScaleSim while
     claiming to have it.
     """
+    timing = os.environ.get("SCALESIM_TREE_TIMING") == "1"
+    timed = tuple(f"{targets.UNIFIED_CACHE}.{m}" for m in targets.TIMED_TREE_METHODS) if timing else ()
     try:
         targets.check_version()
-        targets.check_targets(targets.HOOK_TARGETS)
+        targets.check_targets(targets.HOOK_TARGETS + timed)
     except targets.TargetMissingError as exc:
         raise SystemExit(f"scalesim plugin: {exc}") from exc
     register_message_types()
@@ -52,6 +54,8 @@ def load() -> None:
         (targets.RADIX_RESET, eviction.after_reset, HookType.AFTER),
     ):
         HookRegistry.register(target, hook, kind)
+    for target, method in zip(timed, targets.TIMED_TREE_METHODS):
+        HookRegistry.register(target, _timed(method), HookType.AROUND)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())
 
 
@@ -90,6 +94,22 @@ def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: An
     scheduler._request_dispatcher += TypeBasedDispatcher(
         [(ScaleSimDistancesReq, on_distances), (ScaleSimAgentReq, on_agent)]
     )
+
+
+def _timed(op: str):
+    """AROUND hook timing one radix-cache method (`scalesim bench tree-core`)."""
+    import time
+
+    def around(original: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            entry = current().tree_timing.setdefault(op, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+
+    return around
 
 
 RADIX_BACKEND = "radix"

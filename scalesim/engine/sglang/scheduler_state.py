@@ -45,6 +45,7 @@ class SchedulerState:
         self._agent_of_rid: OrderedDict[str, str] = OrderedDict()
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self.hook_errors = 0
+        self.tree_timing: dict[str, list[float]] = {}  # op -> [calls, seconds]; SCALESIM_TREE_TIMING=1
         self.pushes_applied = 0
         self.pushes_rejected = 0
         self.apply_seconds_total = 0.0  # time the scheduler spent applying pushes
@@ -171,6 +172,8 @@ class SchedulerState:
             "pending_requests": len(self._agent_of_rid),
             "hook_errors": self.hook_errors,
             "tagged_nodes": len(self._owners),
+            **({"tree_timing": {op: {"calls": int(c), "seconds": t} for op, (c, t) in self.tree_timing.items()}}
+               if self.tree_timing else {}),
             **self.counters.report(),
         }
 

@@ -16,7 +16,9 @@ SCHEDULER_INTERNAL_STATE = "sglang.srt.managers.scheduler.Scheduler.get_internal
 SCHEDULER_DISPATCHER = "sglang.srt.managers.scheduler.Scheduler.init_request_dispatcher"
 HTTP_LAUNCH_SERVER = "sglang.srt.entrypoints.http_server.launch_server"
 # Hooked by the eviction policy (see eviction.py).
-_UNIFIED = "sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache"
+_UNIFIED = UNIFIED_CACHE = "sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache"
+# Timed (AROUND) when SCALESIM_TREE_TIMING=1, by `scalesim bench tree-core`.
+TIMED_TREE_METHODS = ("match_prefix", "checkpoint", "evict", "evict_for_alloc", "lock", "unlock")
 _RADIX = "sglang.srt.mem_cache.radix_cache.RadixCache"
 UNIFIED_CHECKPOINT = f"{_UNIFIED}.checkpoint"
 RADIX_CHECKPOINT = f"{_RADIX}.checkpoint"
