@@ -100,12 +100,12 @@ def main(agents: int, steps: int, active: float, prefix: int, seed: int, port: i
         rows.append(run_one(label, core, args, work, port, log_dir))
         r = rows[-1]
         print(f"  done: {label} ({r['wall_s']:.1f} s)", flush=True)
+    rows.sort(key=lambda r: [c[0] for c in CONFIGS].index(r["config"]))
     print(f"\n{'configuration':24} {'wall s':>8} {'tree ms/req':>12} {'cached':>8}   per op: calls, mean us")
     for r in rows:
         ops = ", ".join(f"{op} {t['calls']} x {1e6 * t['seconds'] / max(t['calls'], 1):.0f}"
                         for op, t in sorted(r["ops"].items()))
         print(f"{r['config']:24} {r['wall_s']:8.1f} {r['tree_ms_per_request']:12.3f} {r['cached_share']:8.1%}   {ops}")
-    rows.sort(key=lambda r: [c[0] for c in CONFIGS].index(r["config"]))
     base = rows[0]
     for r in rows[1:]:
         extra = r["tree_ms_per_request"] - base["tree_ms_per_request"]

@@ -27,7 +27,7 @@ from typing import Any
 from sglang.srt.mem_cache.evict_policy import EvictionStrategy
 
 from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
-from scalesim.engine.sglang.scheduler_state import current
+from scalesim.engine.sglang.scheduler_state import UNKNOWN, current
 from scalesim.policy.eviction import make_priority
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,12 @@ class AgentDistanceStrategy(EvictionStrategy):
     def get_priority(self, node: Any) -> tuple:
         # version 0 and key None: SGLang compares (priority, node) tuples, and the unique
         # node id in the `seq` slot settles every comparison before them.
-        return self.priority.entry(self.state.node_distance(node), node.last_access_time, node.id, 0, None)
+        try:
+            distance = self.state.node_distance(node)
+        except Exception:  # advisory: a bookkeeping failure must not stop an eviction
+            self.state.hook_errors += 1
+            distance = UNKNOWN
+        return self.priority.entry(distance, node.last_access_time, node.id, 0, None)
 
 
 def register_policy() -> None:
