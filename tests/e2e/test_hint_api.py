@@ -120,12 +120,12 @@ def test_agent_registration_adapter_mapping_and_bad_input(server):
 
     bad = [
         ({"agents": [{"agent_id": "x", "adapter": "nope"}]},
-         "agents[0].adapter 'nope' is not an adapter this server serves (served: a0, a1)"),
+         "agents[0].adapter 'nope' is not an adapter this server serves (served: a0, a1); give adapter_path to load one"),
         ({"agents": [{"agent_id": "x"}, {"agent_id": "x"}]}, "agents[1]: agent 'x' appears twice"),
-        ({"agents": []}, "agents must be a non-empty list of {agent_id, adapter?, prefix?}"),
+        ({"agents": []}, "agents must be a non-empty list of {agent_id, adapter?, adapter_path?, prefix?}"),
         ({"agents": [{"agent_id": ""}]}, "agent_id must be a non-empty string, got ''"),
         ({"agents": [{"agent_id": "x", "prefix": 3}]}, "agents[0].prefix must be a string of at most 1000000 characters"),
-        ({"agents": [{"agent_id": "x", "colour": 1}]}, "agents[0]: unknown field(s) colour (valid: adapter, agent_id, prefix)"),
+        ({"agents": [{"agent_id": "x", "colour": 1}]}, "agents[0]: unknown field(s) colour (valid: adapter, adapter_path, agent_id, prefix)"),
         ({"agent": []}, "unknown field(s) agent (valid: agents)"),
     ]
     for body, message in bad:

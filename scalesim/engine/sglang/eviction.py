@@ -27,6 +27,7 @@ from typing import Any
 from sglang.srt.mem_cache.evict_policy import EvictionStrategy
 
 from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
+from scalesim.engine.sglang.lora_slots import tracker as adapters
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, current
 from scalesim.policy.eviction import make_priority
 
@@ -122,7 +123,9 @@ def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: An
             # The Rust tree core (a built-in policy was chosen) has no Python nodes to tag:
             # nothing to do, as no policy of ours reads ownership there.
             return
-    current().tag_path(req, node)
+    state = current()
+    state.tag_path(req, node)
+    adapters().note_request(state.agent_of(req), getattr(req, "lora_id", None))
 
 
 @_guarded

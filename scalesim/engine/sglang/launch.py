@@ -186,6 +186,14 @@ def with_plugin_defaults(argv: list[str]) -> list[str]:
     from scalesim.engine.sglang.eviction import register_policy
 
     register_policy()  # the CLI choice must exist before SGLang's parser is built
+    # LoRA slots: SGLang's --lora-eviction-policy has fixed choices, so ours is the default
+    # and an explicit flag selects SGLang's own (the scheduler reads the environment).
+    from scalesim.engine.sglang.lora_slots import POLICY_ENV
+
+    if _has_flag(argv, "--lora-eviction-policy"):
+        os.environ.pop(POLICY_ENV, None)
+    else:
+        os.environ[POLICY_ENV] = "distance"
     if _has_flag(argv, "--radix-eviction-policy"):
         return argv
     return [*argv, "--radix-eviction-policy", eviction_policy_name()]

@@ -27,7 +27,14 @@ class ScaleSimAgentReq(BaseReq, kw_only=True):
 
     request_id: str
     agent_id: str
+    time: float  # the HTTP process's monotonic clock: every TP rank learns from the same times
+
+
+class ScaleSimRegisterReq(BaseReq, kw_only=True):
+    """Registered agents and the adapter (by name) each one uses."""
+
+    adapters: dict[str, str]
 
 
 def register_message_types() -> None:
-    hook_custom_types(ScaleSimDistancesReq, ScaleSimAgentReq)
+    hook_custom_types(ScaleSimDistancesReq, ScaleSimAgentReq, ScaleSimRegisterReq)

@@ -14,8 +14,13 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, eviction, targets
-from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, register_message_types
+from scalesim.engine.sglang import PLUGIN_NAME, eviction, lora_slots, targets
+from scalesim.engine.sglang.messages import (
+    ScaleSimAgentReq,
+    ScaleSimDistancesReq,
+    ScaleSimRegisterReq,
+    register_message_types,
+)
 from scalesim.engine.sglang.scheduler_state import current
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,9 @@ def load() -> None:
         (targets.RADIX_DELETE_LEAF, eviction.before_radix_delete_leaf, HookType.BEFORE),
         (targets.UNIFIED_RESET, eviction.after_reset, HookType.AFTER),
         (targets.RADIX_RESET, eviction.after_reset, HookType.AFTER),
+        (targets.LORA_POLICY_FACTORY, lora_slots.around_get_eviction_policy, HookType.AROUND),
+        (targets.LORA_FETCH, lora_slots.before_fetch_new_loras, HookType.BEFORE),
+        (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
     ):
         HookRegistry.register(target, hook, kind)
     for target, method in zip(timed, targets.TIMED_TREE_METHODS):
@@ -62,7 +70,7 @@ def load() -> None:
 def plugin_state(scheduler: object) -> dict[str, Any]:
     """What the scheduler reports about ScaleSim under `/get_server_info` internal_states."""
     base = {"version": __version__, "sglang": SGLANG_VERSION, "active": True, "pid": os.getpid()}
-    return {**base, **current().report()}
+    return {**base, **current().report(), **lora_slots.tracker().report()}
 
 
 def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:
@@ -89,10 +97,13 @@ def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: An
         state.apply(req.epoch, req.distances, replace=req.replace, ttl=req.ttl)
 
     def on_agent(req: ScaleSimAgentReq) -> None:
-        state.announce(req.request_id, req.agent_id)
+        state.announce(req.request_id, req.agent_id, req.time)
+
+    def on_register(req: ScaleSimRegisterReq) -> None:
+        lora_slots.tracker().register(req.adapters)
 
     scheduler._request_dispatcher += TypeBasedDispatcher(
-        [(ScaleSimDistancesReq, on_distances), (ScaleSimAgentReq, on_agent)]
+        [(ScaleSimDistancesReq, on_distances), (ScaleSimAgentReq, on_agent), (ScaleSimRegisterReq, on_register)]
     )
 
 

@@ -35,7 +35,7 @@ from scalesim.distance.estimators import combine_min
 from scalesim.distance.table import MAX_AGENTS, validate_agent_id
 from scalesim.engine.sglang import PLUGIN_NAME
 from scalesim.engine.sglang.identity import Identity, identify
-from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq
+from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, ScaleSimRegisterReq
 
 DISTANCE_FIELDS = {"epoch", "distances", "unit", "ttl", "replace"}
 UPDATE_FIELDS = {"agent_data", "timestep_data", "timestep_cnt"}
@@ -75,21 +75,27 @@ class Registration:
     agent_id: str
     adapter: str | None = None
     prefix: str | None = None
+    adapter_path: str | None = None
 
 
 class AgentRegistry:
-    """Registered agents (at most `MAX_AGENTS`): each with its adapter and private prefix."""
+    """Registered agents (at most `MAX_AGENTS`): each with its adapter and private prefix.
 
-    FIELDS = {"agent_id", "adapter", "prefix"}
+    `adapter` names an adapter the server serves; with `adapter_path` the adapter is loaded at
+    registration (named `adapter`, else after the agent), after a check against the base model
+    and the server's LoRA limits (`scalesim.models.adapters.check_adapter`).
+    """
+
+    FIELDS = {"agent_id", "adapter", "adapter_path", "prefix"}
 
     def __init__(self) -> None:
         self.agents: dict[str, Registration] = {}
 
-    def validate(self, body: dict[str, Any], adapters: set[str]) -> list[Registration]:
+    def validate(self, body: dict[str, Any], adapters: set[str], check_path: Any) -> list[Registration]:
         _check_fields(body, {"agents"}, {"agents"})
         items = body["agents"]
         if not isinstance(items, list) or not items:
-            raise DistanceError("agents must be a non-empty list of {agent_id, adapter?, prefix?}")
+            raise DistanceError("agents must be a non-empty list of {agent_id, adapter?, adapter_path?, prefix?}")
         out: dict[str, Registration] = {}
         for i, item in enumerate(items):
             if not isinstance(item, dict):
@@ -99,16 +105,23 @@ class AgentRegistry:
                 raise DistanceError(f"agents[{i}]: unknown field(s) {', '.join(sorted(unknown))} "
                                     f"(valid: {', '.join(sorted(self.FIELDS))})")
             agent = validate_agent_id(item.get("agent_id"))
-            adapter, prefix = item.get("adapter"), item.get("prefix")
-            if adapter is not None and (not isinstance(adapter, str) or adapter not in adapters):
+            adapter, path, prefix = item.get("adapter"), item.get("adapter_path"), item.get("prefix")
+            if path is not None:
+                if not isinstance(path, str) or not path:
+                    raise DistanceError(f"agents[{i}].adapter_path must be a non-empty string")
+                if adapter is not None and not isinstance(adapter, str):
+                    raise DistanceError(f"agents[{i}].adapter must be a string")
+                adapter = adapter or agent
+                check_path(i, path)
+            elif adapter is not None and (not isinstance(adapter, str) or adapter not in adapters):
                 served = ", ".join(sorted(adapters)) or "none (start the server with --enable-lora --lora-paths)"
                 raise DistanceError(f"agents[{i}].adapter {adapter!r} is not an adapter this server serves "
-                                    f"(served: {served})")
+                                    f"(served: {served}); give adapter_path to load one")
             if prefix is not None and (not isinstance(prefix, str) or len(prefix) > MAX_PREFIX_CHARS):
                 raise DistanceError(f"agents[{i}].prefix must be a string of at most {MAX_PREFIX_CHARS} characters")
             if agent in out:
                 raise DistanceError(f"agents[{i}]: agent {agent!r} appears twice")
-            out[agent] = Registration(agent, adapter, prefix)
+            out[agent] = Registration(agent, adapter, prefix, path)
         new = len(out.keys() - self.agents.keys())
         if len(self.agents) + new > MAX_AGENTS:
             raise DistanceError(f"registration would hold {len(self.agents) + new} agents, over the limit of {MAX_AGENTS}")
@@ -202,18 +215,72 @@ async def post_reference_update(request: Request) -> JSONResponse:
     return JSONResponse(result)
 
 
-def _served_adapters() -> set[str]:
+def _served_adapters() -> dict[str, str]:
+    """Adapter name -> path, of the adapters the server serves now."""
     from sglang.srt.entrypoints.http_server import get_global_state
 
-    return set(get_global_state().tokenizer_manager.lora_registry.get_all_adapters())
+    refs = get_global_state().tokenizer_manager.lora_registry.get_all_adapters()
+    return {name: ref.lora_path for name, ref in refs.items()}
+
+
+def _adapter_checker() -> Any:
+    """`check(i, path)` for registrations: the adapter fits this base model and LoRA config."""
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    from scalesim.models.adapters import AdapterError, check_adapter
+
+    tm = get_global_state().tokenizer_manager
+    args = tm.server_args
+
+    def check(i: int, path: str) -> None:
+        if not (args.enable_lora or args.lora_paths):
+            raise DistanceError(f"agents[{i}].adapter_path: this server has no LoRA (start it with --enable-lora)")
+        targets = set(args.lora_target_modules) if args.lora_target_modules else None
+        try:
+            check_adapter(path, hidden_size=tm.model_config.hidden_size, max_rank=args.max_lora_rank,
+                          target_modules=targets)
+        except AdapterError as exc:
+            raise DistanceError(f"agents[{i}].adapter_path: {exc}") from None
+
+    return check
+
+
+async def _load_adapters(registrations: list[Registration], served: dict[str, str]) -> None:
+    """Load the registrations' new adapters; on a failure unload the ones loaded here and raise."""
+    from sglang.srt.entrypoints.http_server import get_global_state
+    from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput, UnloadLoRAAdapterReqInput
+
+    tm = get_global_state().tokenizer_manager
+    loaded: list[str] = []
+    for r in registrations:
+        if r.adapter_path is None or r.adapter in loaded:
+            continue
+        if r.adapter in served:
+            if served[r.adapter] != r.adapter_path:
+                raise DistanceError(f"adapter {r.adapter!r} is already served from {served[r.adapter]}, "
+                                    f"not {r.adapter_path}")
+            continue
+        result = await tm.load_lora_adapter(LoadLoRAAdapterReqInput(lora_name=r.adapter, lora_path=r.adapter_path))
+        if not result.success:
+            for name in loaded:
+                await tm.unload_lora_adapter(UnloadLoRAAdapterReqInput(lora_name=name))
+            raise DistanceError(f"adapter {r.adapter!r} from {r.adapter_path}: {result.error_message}")
+        loaded.append(r.adapter)
 
 
 async def post_agents(request: Request) -> JSONResponse:
+    from sglang.srt.entrypoints.http_server import get_global_state
+
     try:
-        registrations = _agents.validate(await _json_object(request), _served_adapters())
+        served = _served_adapters()
+        registrations = _agents.validate(await _json_object(request), set(served), _adapter_checker())
+        await _load_adapters(registrations, served)
     except DistanceError as exc:
         return _error(400, str(exc))
     _agents.register(registrations)
+    adapters = {r.agent_id: r.adapter for r in registrations if r.adapter is not None}
+    if adapters:
+        get_global_state().tokenizer_manager._dispatch_to_scheduler(ScaleSimRegisterReq(adapters=adapters))
     return JSONResponse({"registered": len(registrations), "agents_registered": len(_agents.agents)})
 
 
@@ -249,7 +316,7 @@ def _announce(obj: dict[str, Any], agent: str) -> bool:
     dispatch = get_global_state().tokenizer_manager._dispatch_to_scheduler
     for r in rids:
         if isinstance(r, str):
-            dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent))
+            dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent, time=time.monotonic()))
     return changed
 
 
@@ -358,8 +425,10 @@ AGENTS_SCHEMA = {
             "type": "object", "required": ["agent_id"], "additionalProperties": False,
             "properties": {
                 "agent_id": {"type": "string", "minLength": 1, "maxLength": 256},
-                "adapter": {"type": "string", "description": "a LoRA adapter this server serves; used by the "
-                            "agent's requests that name no adapter"},
+                "adapter": {"type": "string", "description": "a LoRA adapter this server serves (or the name to "
+                            "load `adapter_path` under); used by the agent's requests that name no adapter"},
+                "adapter_path": {"type": "string", "description": "a PEFT adapter directory to load, checked "
+                                 "against the base model and the server's LoRA limits"},
                 "prefix": {"type": "string", "maxLength": MAX_PREFIX_CHARS,
                            "description": "the agent's private prompt prefix (stored, returned by GET)"},
             },

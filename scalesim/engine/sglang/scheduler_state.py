@@ -67,13 +67,14 @@ class SchedulerState:
             self.pushes_rejected += 1
             logger.warning("ScaleSim: distance update rejected in the scheduler: %s", exc)
 
-    def announce(self, rid: str, agent: str) -> None:
-        """Request `rid` belongs to `agent` (sent just before the request itself)."""
+    def announce(self, rid: str, agent: str, at: float) -> None:
+        """Request `rid` of `agent` arrived at time `at` (the HTTP process's clock); sent just
+        before the request itself."""
         pending = self._agent_of_rid
         pending[rid] = agent
         if len(pending) > MAX_PENDING_RIDS:
             pending.popitem(last=False)
-        self.learned.observe(agent, max(self.clock(), self.learned.now))
+        self.learned.observe(agent, max(at, self.learned.now))
 
     # -- distances ------------------------------------------------------------------------
 
@@ -83,7 +84,9 @@ class SchedulerState:
         if pushed is not None:
             return pushed
         if self.learned_enabled:
-            learned = self.learned.distance(agent, self.clock())
+            # "Now" is the latest arrival, not this process's clock: tensor-parallel ranks
+            # receive the same messages and so compute the same distances.
+            learned = self.learned.distance(agent, self.learned.now)
             if learned is not None:
                 return learned
         return UNKNOWN

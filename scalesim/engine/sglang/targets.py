@@ -30,6 +30,9 @@ UNIFIED_VICTIM = "sglang.srt.mem_cache.unified_cache.components.full.FullCompone
 RADIX_DELETE_LEAF = f"{_RADIX}._delete_leaf"
 UNIFIED_RESET = f"{_UNIFIED}.reset"
 RADIX_RESET = f"{_RADIX}.reset"
+LORA_POLICY_FACTORY = "sglang.srt.lora.mem_pool.get_eviction_policy"
+LORA_FETCH = "sglang.srt.lora.lora_manager.LoRAManager.fetch_new_loras"
+SCHEDULER_NEXT_BATCH = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run"
 EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
 EVICTION_CHOICES = "sglang.srt.arg_groups.choices.add_radix_eviction_policy_choices"
 RADIX_BACKENDS = "sglang.srt.mem_cache.registry.register_radix_cache_backend"
@@ -63,6 +66,9 @@ HOOK_TARGETS: tuple[str, ...] = (
     EVICTION_FACTORIES,
     EVICTION_CHOICES,
     RADIX_BACKENDS,
+    LORA_POLICY_FACTORY,
+    LORA_FETCH,
+    SCHEDULER_NEXT_BATCH,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 

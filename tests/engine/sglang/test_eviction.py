@@ -25,7 +25,7 @@ def state(monkeypatch):
 
 
 def _tag(state, node, agent):
-    state.announce(f"rid-{node.id}", agent)
+    state.announce(f"rid-{node.id}", agent, 0.0)
 
     class Req:
         rid = f"rid-{node.id}"

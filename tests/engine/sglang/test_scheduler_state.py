@@ -48,8 +48,8 @@ def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
     root = Node(None)
     shared = Node(root)
     a_leaf, b_leaf = Node(shared), Node(shared)
-    state.announce("r1", "a")
-    state.announce("r2", "b")
+    state.announce("r1", "a", 0.0)
+    state.announce("r2", "b", 0.0)
     state.tag_path(Req("r1"), a_leaf)
     state.tag_path(Req("r2"), b_leaf)
     assert state.node_distance(a_leaf) == UNKNOWN  # no distances at all: LRU decides
@@ -58,12 +58,12 @@ def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
     assert state.node_distance(root) == UNKNOWN  # never tagged
 
     # Learned: "c" calls every 10 s; pushed "a" keeps its pushed distance whatever it learned.
-    clock = state.clock
+    # "Now" is the latest arrival (the same in every TP rank), not the scheduler's clock.
     for t in (100.0, 110.0, 120.0):
-        clock.now = t
-        state.announce(f"c{t}", "c")
-        state.announce(f"a{t}", "a")
-    clock.now = 124.0
+        state.announce(f"c{t}", "c", t)
+        state.announce(f"a{t}", "a", t)
+    assert state.distance("c") == pytest.approx(10.0)
+    state.announce("other", "d", 124.0)
     assert state.distance("c") == pytest.approx(6.0)
     assert state.distance("a") == 3.0
     state.learned_enabled = False
@@ -73,7 +73,7 @@ def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
 def test_split_copies_owners_and_eviction_reasons(state):
     root = Node(None)
     leaf = Node(root, tokens=30)
-    state.announce("r", "a")
+    state.announce("r", "a", 0.0)
     state.tag_path(Req("r"), leaf)
     upper = Node(root, tokens=12)  # a split: `upper` now sits between root and `leaf`
     leaf.parent = upper
@@ -95,7 +95,7 @@ def test_tagging_stops_at_an_already_tagged_ancestor_and_nodes_are_held_weakly(s
     root = Node(None)
     mid = Node(root)
     leaf = Node(mid)
-    state.announce("r", "a")
+    state.announce("r", "a", 0.0)
     state.tag_path(Req("r"), leaf)
     deeper = Node(leaf)
     state.tag_path(Req("r"), deeper)
@@ -108,8 +108,8 @@ def test_tagging_stops_at_an_already_tagged_ancestor_and_nodes_are_held_weakly(s
 
 
 def test_release_counts_finished_requests_once_and_forgets_the_rid(state):
-    state.announce("r1", "a")
-    state.announce("r2", "a")
+    state.announce("r1", "a", 0.0)
+    state.announce("r2", "a", 0.0)
     state.on_release(Req("r1", prompt=100, cached=0, finished=False))  # retracted: not yet
     state.on_release(Req("r1", prompt=100, cached=0))
     state.on_release(Req("r2", prompt=100, cached=80))
@@ -123,12 +123,12 @@ def test_release_counts_finished_requests_once_and_forgets_the_rid(state):
 
 
 def test_derived_rids_find_their_agent_and_announcements_are_bounded(state, monkeypatch):
-    state.announce("base", "a")
+    state.announce("base", "a", 0.0)
     assert state.agent_of(Req("base_0")) == "a" and state.agent_of(Req("base_3")) == "a"
     assert state.agent_of(Req("unknown_0")) is None
     monkeypatch.setattr(scheduler_state, "MAX_PENDING_RIDS", 3)
     for i in range(5):
-        state.announce(f"r{i}", "b")
+        state.announce(f"r{i}", "b", 0.0)
     assert state.report()["pending_requests"] == 3
     assert state.agent_of(Req("r0")) is None and state.agent_of(Req("r4")) == "b"
 

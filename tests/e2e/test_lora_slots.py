@@ -1,0 +1,212 @@
+"""Per-agent adapters in device slots under constant pressure: 32 adapters, 4 slots.
+
+Tiny model in float32 (server and HF + PEFT), so outputs compare exactly. Two servers run the
+same simulation: ScaleSim (distance victims and prefetch) and stock SGLang's LRU slots
+(`--lora-eviction-policy lru`); the adapter loads on the request path are counted in both.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import requests
+
+from scalesim import paths
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.server
+
+N_ADAPTERS = 32
+SLOTS = 4
+RANK = 4
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+PROMPT = [11, 402, 77, 903, 250, 14, 660, 31]
+NEW_TOKENS = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_adapters():
+    from scalesim.models.adapters import make_adapters
+
+    model = paths.tiny_model_path()
+    if not (model / ".scalesim-complete").exists():
+        pytest.fail(f"tiny model missing at {model}: run `make setup`")
+    return make_adapters(model, paths.cache_root() / "adapters" / "tests-tiny-32", N_ADAPTERS, rank=RANK, std=0.2)
+
+
+@pytest.fixture(scope="module")
+def peft_reference(tiny_adapters):
+    """Greedy continuation of PROMPT under each adapter, from HF transformers + PEFT."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(paths.tiny_model_path(), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(tiny_adapters[0]), adapter_name="agent0000")
+    for path in tiny_adapters[1:]:
+        model.load_adapter(str(path), adapter_name=path.name)
+    out = {}
+    ids = torch.tensor([PROMPT])
+    for path in tiny_adapters:
+        model.set_adapter(path.name)
+        with torch.no_grad():
+            gen = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
+        out[path.name] = gen[0, len(PROMPT):].tolist()
+    assert len({tuple(v) for v in out.values()}) > N_ADAPTERS // 2, "adapters should differ"
+    return out
+
+
+def _serve_args(tiny_adapters) -> list[str]:
+    return ["--model-path", str(paths.tiny_model_path()), "--dtype", "float32", "--enable-lora",
+            "--lora-paths", *(f"{p.name}={p}" for p in tiny_adapters), "--max-loras-per-batch", str(SLOTS),
+            "--max-lora-rank", str(RANK), "--lora-target-modules", *TARGETS, "--max-total-tokens", "4096",
+            "--disable-radix-cache"]
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_adapters, tmp_path_factory):
+    from scalesim.server_process import ServerProcess
+
+    logs = tmp_path_factory.mktemp("lora")
+    with ServerProcess(_serve_args(tiny_adapters), free_port(), logs / "scalesim.log") as ours:
+        with ServerProcess([*_serve_args(tiny_adapters), "--lora-eviction-policy", "lru"], free_port(),
+                           logs / "lru.log") as lru:
+            yield {"scalesim": ours, "lru": lru}
+
+
+def generate(server, agent: str) -> list[int]:
+    body = {"input_ids": PROMPT, "agent_id": agent,
+            "sampling_params": {"max_new_tokens": NEW_TOKENS, "temperature": 0}}
+    resp = requests.post(server.base_url + "/generate", json=body, timeout=120)
+    resp.raise_for_status()
+    return resp.json()["output_ids"]
+
+
+def lora_stats(server) -> dict:
+    (sched,) = requests.get(server.base_url + "/scalesim/v1/stats", timeout=30).json()["schedulers"]
+    assert sched["hook_errors"] == 0
+    return sched["lora"]
+
+
+def register(server, names: list[str]) -> None:
+    resp = requests.post(server.base_url + "/scalesim/v1/agents",
+                         json={"agents": [{"agent_id": n, "adapter": n} for n in names]}, timeout=30)
+    assert resp.status_code == 200, resp.text
+
+
+def simulate(server, schedule: list[list[str]], epoch0: int) -> list[dict[str, list[int]]]:
+    """Each step: its agents' requests go out concurrently; then the distances of the next
+    steps (steps until each agent's next activity) are pushed, as a simulation would."""
+    outputs = []
+    for step, active in enumerate(schedule):
+        results: dict[str, list[int]] = {}
+        threads = [threading.Thread(target=lambda a=a: results.__setitem__(a, generate(server, a))) for a in active]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outputs.append(results)
+        distances: dict[str, float] = {}
+        for ahead, later in enumerate(schedule[step + 1:]):
+            for a in later:
+                distances.setdefault(a, float(ahead))
+        resp = requests.post(server.base_url + "/scalesim/v1/distances", timeout=30,
+                             json={"epoch": epoch0 + step, "distances": distances, "replace": True})
+        assert resp.status_code == 200, resp.text
+        time.sleep(0.2)  # the simulation's own work between steps
+    return outputs
+
+
+def test_outputs_match_peft_and_distance_slots_need_fewer_loads_than_lru(servers, peft_reference):
+    names = sorted(peft_reference)
+    rng = random.Random(0)
+    schedule = [rng.sample(names, 3) for _ in range(24)]
+    loads = {}
+    for kind, server in servers.items():
+        register(server, names)
+        before = lora_stats(server)
+        outputs = simulate(server, schedule, epoch0=1)
+        after = lora_stats(server)
+        loads[kind] = after["demand_loads"] - before["demand_loads"]
+        for step in outputs:
+            for agent, tokens in step.items():
+                assert tokens == peft_reference[agent], (kind, agent)
+    ours = lora_stats(servers["scalesim"])
+    print(f"\nadapter loads on the request path, {len(schedule)} steps x 3 agents, {N_ADAPTERS} adapters, "
+          f"{SLOTS} slots: scalesim {loads['scalesim']}, stock LRU {loads['lru']}; prefetch issued "
+          f"{ours['prefetch_issued']}, used {ours['prefetch_used']}, wasted {ours['prefetch_wasted']}")
+    assert loads["scalesim"] < loads["lru"] / 2
+    assert ours["prefetch_used"] > 0
+
+
+def test_every_adapter_matches_peft_under_constant_eviction(servers, peft_reference):
+    server = servers["scalesim"]
+    register(server, sorted(peft_reference))
+    for name in sorted(peft_reference, reverse=True):  # 32 adapters through 4 slots
+        assert generate(server, name) == peft_reference[name], name
+
+
+def test_concurrent_pushes_and_requests_never_mix_adapters(servers, peft_reference):
+    server = servers["scalesim"]
+    names = sorted(peft_reference)
+    register(server, names)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def pusher() -> None:
+        rng, epoch = random.Random(1), 1000
+        while not stop.is_set():
+            epoch += 1
+            requests.post(server.base_url + "/scalesim/v1/distances", timeout=30, json={
+                "epoch": epoch, "distances": {n: rng.random() * 3 for n in rng.sample(names, 8)}})
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(12):
+            name = rng.choice(names)
+            got = generate(server, name)
+            if got != peft_reference[name]:
+                errors.append(f"{name}: {got} != {peft_reference[name]}")
+
+    push = threading.Thread(target=pusher)
+    push.start()
+    clients = [threading.Thread(target=client, args=(s,)) for s in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    stop.set()
+    push.join()
+    assert errors == []
+    assert lora_stats(server)["prefetch_issued"] > 0
+
+
+def test_registering_adapters_by_path_checks_them(servers, default_model, tmp_path):
+    from scalesim.models.adapters import make_adapters
+
+    server = servers["scalesim"]
+    url = server.base_url + "/scalesim/v1/agents"
+    fresh = make_adapters(paths.tiny_model_path(), tmp_path / "fresh", 1, rank=RANK, seed=99)[0]
+    ok = requests.post(url, json={"agents": [{"agent_id": "newcomer", "adapter_path": str(fresh)}]}, timeout=60)
+    assert ok.status_code == 200, ok.text
+    assert generate(server, "newcomer") != generate(server, "agent0000")  # its own adapter, loaded
+
+    too_big = make_adapters(paths.tiny_model_path(), tmp_path / "big", 1, rank=8, seed=5)[0]
+    wrong_targets = make_adapters(paths.tiny_model_path(), tmp_path / "mlp", 1, rank=RANK, seed=6,
+                                  targets=("gate_proj",))[0]
+    # Made for SmolLM2 (hidden size 576), with the right rank and targets.
+    other_base = make_adapters(default_model, tmp_path / "other-base", 1, rank=RANK, seed=7)[0]
+    cases = [
+        (too_big, "rank 8 is over the server's --max-lora-rank 4"),
+        (wrong_targets, "target modules gate_proj are not in the server's --lora-target-modules"),
+        (other_base, "is shaped for hidden size 576, the base model has 128 (an adapter for another base model)"),
+        (tmp_path / "missing", "no adapter_config.json"),
+    ]
+    for path, message in cases:
+        resp = requests.post(url, json={"agents": [{"agent_id": "bad", "adapter_path": str(path)}]}, timeout=60)
+        assert resp.status_code == 400 and message in resp.json()["error"], resp.text
+    assert requests.get(url + "/bad", timeout=30).status_code == 404
+    assert generate(server, "agent0001") == generate(server, "agent0001")  # still serving
