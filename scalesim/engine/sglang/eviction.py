@@ -18,9 +18,7 @@ counted by reason, a released request counts its cached tokens, a reset forgets 
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +26,7 @@ from sglang.srt.mem_cache.evict_policy import EvictionStrategy
 
 from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
 from scalesim.engine.sglang.lora_slots import tracker as adapters
-from scalesim.engine.sglang.scheduler_state import UNKNOWN, current
+from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
 from scalesim.policy.eviction import make_priority
 
 logger = logging.getLogger(__name__)
@@ -93,27 +91,10 @@ def register_policy() -> None:
     utils._EVICTION_POLICY_FACTORIES[POLICY_NAME] = AgentDistanceStrategy
 
 
-# -- hooks (registered by plugin.load; they run in the scheduler process) ------------------
-#
-# Hints are advisory, and so is our bookkeeping: a failure in a hook is logged and counted
-# (`hook_errors` in the stats; the tests require 0), never raised into SGLang's scheduler loop.
+# -- hooks (registered by plugin.load; they run in the scheduler process; see `guarded`) ---
 
 
-def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def hook(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except Exception:
-            state = current()
-            state.hook_errors += 1
-            if state.hook_errors <= 10:
-                logger.exception("ScaleSim hook %s failed (request served unchanged)", fn.__name__)
-
-    return hook
-
-
-@_guarded
+@guarded
 def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
     node = req.last_node
     if isinstance(node, int):  # UnifiedRadixCache keeps a NodeId; RadixCache the node
@@ -128,22 +109,22 @@ def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: An
     adapters().note_request(state.agent_of(req), getattr(req, "lora_id", None))
 
 
-@_guarded
+@guarded
 def after_release(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
     current().on_release(req)
 
 
-@_guarded
+@guarded
 def after_unified_split(result: Any, core: Any, key: Any, child: Any, *args: Any, **kwargs: Any) -> None:
     current().on_split(child, result[0])  # UnifiedTreeCore._split_node -> (new_node, action)
 
 
-@_guarded
+@guarded
 def after_radix_split(result: Any, cache: Any, key: Any, child: Any, *args: Any, **kwargs: Any) -> None:
     current().on_split(child, result)  # RadixCache._split_node -> new_node
 
 
-@_guarded
+@guarded
 def after_unified_victim(result: Any, component: Any, *args: Any, **kwargs: Any) -> None:
     # FullComponent._evict_device_next_node returns the victim's id and keeps the node.
     node = component._evict_device_last_node
@@ -151,11 +132,11 @@ def after_unified_victim(result: Any, component: Any, *args: Any, **kwargs: Any)
         current().on_evict(node, len(node.key))
 
 
-@_guarded
+@guarded
 def before_radix_delete_leaf(cache: Any, node: Any, *args: Any, **kwargs: Any) -> None:
     current().on_evict(node, len(node.key))  # RadixCache deletes leaves only when evicting
 
 
-@_guarded
+@guarded
 def after_reset(result: Any, cache: Any, *args: Any, **kwargs: Any) -> None:
     current().reset_tree()

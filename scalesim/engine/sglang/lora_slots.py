@@ -32,7 +32,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
-from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState, current
+from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState, current, guarded
 from scalesim.policy.eviction import DistancePriority
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ def around_get_eviction_policy(original: Any, policy_name: str, *args: Any, **kw
     return original(policy_name, *args, **kwargs)
 
 
+@guarded
 def before_fetch_new_loras(manager: Any, new_loras: set, running_loras: set = frozenset(), *args: Any,
                            **kwargs: Any) -> None:
     """Count slot hits and demand loads of the batch about to run (not prefetch's own calls)."""
@@ -170,6 +171,7 @@ def _lora_ids(reqs: Iterable[Any]) -> set:
     return {getattr(r, "lora_id", None) for r in reqs}
 
 
+@guarded
 def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     """Prefetch the nearest agents' adapters into slots (see the module docstring)."""
     manager = getattr(getattr(scheduler.tp_worker, "model_runner", None), "lora_manager", None)

@@ -14,7 +14,7 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, eviction, lora_slots, targets
+from scalesim.engine.sglang import PLUGIN_NAME, eviction, lora_cpu_tier, lora_slots, targets
 from scalesim.engine.sglang.messages import (
     ScaleSimAgentReq,
     ScaleSimDistancesReq,
@@ -60,6 +60,7 @@ def load() -> None:
         (targets.LORA_POLICY_FACTORY, lora_slots.around_get_eviction_policy, HookType.AROUND),
         (targets.LORA_FETCH, lora_slots.before_fetch_new_loras, HookType.BEFORE),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
+        (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)
     for target, method in zip(timed, targets.TIMED_TREE_METHODS):

@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from scalesim.distance import DistanceError, DistanceTable, validate_distances
 from scalesim.distance.estimators import combine_min
 from scalesim.distance.table import MAX_AGENTS, validate_agent_id
-from scalesim.engine.sglang import PLUGIN_NAME
+from scalesim.engine.sglang import PLUGIN_NAME, lora_cpu_tier
 from scalesim.engine.sglang.identity import Identity, identify
 from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, ScaleSimRegisterReq
 
@@ -134,6 +134,7 @@ class AgentRegistry:
 
 _history = RequestHistory()
 _agents = AgentRegistry()
+_cpu_tier = lora_cpu_tier.install(_table)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -166,9 +167,12 @@ def _apply_and_forward(epoch: Any, distances: Any, *, unit: Any = None, ttl: Any
         raise DistanceError(f"replace must be true or false, got {replace!r}")
     changed = _table.update(distances, epoch, unit=unit, ttl=ttl, replace=replace)
     clean = {a: float(d) for a, d in distances.items()}
-    get_global_state().tokenizer_manager._dispatch_to_scheduler(
+    tm = get_global_state().tokenizer_manager
+    tm._dispatch_to_scheduler(
         ScaleSimDistancesReq(epoch=epoch, distances=clean, replace=replace, ttl=None if ttl is None else float(ttl))
     )
+    if changed and tm.server_args.max_loaded_loras is not None and lora_cpu_tier.enabled():
+        _cpu_tier.schedule(tm, tm.server_args.max_loaded_loras)
     return {"accepted": len(clean), "changed": len(changed), "epoch": epoch, "agents_with_distance": len(_table)}
 
 
@@ -297,7 +301,7 @@ async def get_stats(request: Request) -> JSONResponse:
     states = await get_global_state().tokenizer_manager.get_internal_state()
     return JSONResponse({
         "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table),
-                 "agents_registered": len(_agents.agents), **_history.report()},
+                 "agents_registered": len(_agents.agents), **_history.report(), "lora_cpu": _cpu_tier.report()},
         "schedulers": [s.get(PLUGIN_NAME, {}) for s in states],
     })
 
@@ -332,12 +336,32 @@ def _use_registered_adapter(obj: dict[str, Any], agent: str) -> bool:
     return True
 
 
+def _request_adapter(obj: dict[str, Any]) -> str | None:
+    adapter = obj.get("lora_path")
+    if adapter is None and isinstance(obj.get("model"), str) and ":" in obj["model"]:
+        adapter = obj["model"].split(":", 1)[1]
+    return adapter if isinstance(adapter, str) and adapter else None
+
+
+def _note_adapter(adapter: str | None, agent: str | None) -> None:
+    """The CPU tier's view: which adapter the agent's request uses, and whether it is loaded."""
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    if adapter is None:
+        return
+    if agent is not None:
+        _cpu_tier.note(agent, adapter)
+    _cpu_tier.on_request(adapter, get_global_state().tokenizer_manager.lora_registry._registry.keys())
+
+
 class IdentityMiddleware:
     """ASGI middleware on generation routes: read the agent and its hint from the request.
 
-    The body is read once and replayed unchanged to SGLang. A malformed `agent_id` or
-    `invocation_distance` is refused with 400 before SGLang sees the request; a body that is
-    not a JSON object is left for SGLang to judge.
+    The body is read once and replayed to SGLang, with two additions for a tagged request: a
+    `rid` when it has none (the scheduler is told the agent by rid) and the registered agent's
+    adapter when it names none. A malformed `agent_id` or `invocation_distance` is refused with
+    400 before SGLang sees the request; a body that is not a JSON object is left for SGLang.
+    While the request runs its adapter counts as in use for the CPU tier.
     """
 
     def __init__(self, app: Any) -> None:
@@ -358,6 +382,7 @@ class IdentityMiddleware:
             obj = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             obj = None
+        adapter = None
         if isinstance(obj, dict):
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
@@ -373,6 +398,8 @@ class IdentityMiddleware:
                 if _announce(obj, identity.agent_id) or changed:
                     body = json.dumps(obj).encode()
                     scope = _with_content_length(scope, len(body))
+            adapter = _request_adapter(obj)
+            _note_adapter(adapter, identity.agent_id if identity is not None else None)
 
         replayed = False
 
@@ -383,7 +410,14 @@ class IdentityMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # later calls wait for the client's disconnect, as before
 
-        await self.app(scope, replay, send)
+        if adapter is None:
+            await self.app(scope, replay, send)
+            return
+        _cpu_tier.begin(adapter)
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            _cpu_tier.end(adapter)
 
 
 def _with_content_length(scope: dict, length: int) -> dict:

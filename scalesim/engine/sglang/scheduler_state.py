@@ -16,11 +16,13 @@ What it holds:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from scalesim.distance import DistanceError, DistanceTable
@@ -182,6 +184,24 @@ class SchedulerState:
 
 
 _STATE: SchedulerState | None = None
+
+
+def guarded(fn: Callable[..., None]) -> Callable[..., None]:
+    """A hook that never raises into SGLang: hints are advisory, and so is our bookkeeping.
+    A failure is logged (the first ten) and counted (`hook_errors` in the stats; the tests
+    require 0). The hook's result is always None (BEFORE and AFTER hooks then change nothing)."""
+
+    @functools.wraps(fn)
+    def hook(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            state = current()
+            state.hook_errors += 1
+            if state.hook_errors <= 10:
+                logger.exception("ScaleSim hook %s failed (request served unchanged)", fn.__name__)
+
+    return hook
 
 
 def current() -> SchedulerState:
