@@ -65,7 +65,7 @@ def _serve_args(tiny_adapters) -> list[str]:
     return ["--model-path", str(paths.tiny_model_path()), "--dtype", "float32", "--enable-lora",
             "--max-loaded-loras", str(CPU_TIER), "--max-loras-per-batch", str(SLOTS),
             "--max-lora-rank", str(RANK), "--lora-target-modules", *TARGETS, "--max-total-tokens", "4096",
-            "--disable-radix-cache"]
+            "--disable-radix-cache", "--enable-metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +131,15 @@ def test_outputs_match_peft_and_distance_tiers_need_fewer_loads_than_lru(servers
     names = sorted(peft_reference)
     rng = random.Random(0)
     schedule = [rng.sample(names, 3) for _ in range(24)]
-    slot_loads, disk_loads = {}, {}
+    slot_loads, disk_loads, waits = {}, {}, {}
     for kind, server in servers.items():
         register(server, tiny_adapters)
         before, cpu_before = lora_stats(server), cpu_stats(server)
         outputs = simulate(server, schedule, epoch0=1)
-        slot_loads[kind] = lora_stats(server)["demand_loads"] - before["demand_loads"]
-        disk_loads[kind] = cpu_stats(server)["misses"] - cpu_before["misses"]
+        after, cpu_after = lora_stats(server), cpu_stats(server)
+        slot_loads[kind] = after["misses"] - before["misses"]
+        disk_loads[kind] = cpu_after["misses"] - cpu_before["misses"]
+        waits[kind] = (after["wait_seconds"] - before["wait_seconds"], cpu_after["wait_seconds"] - cpu_before["wait_seconds"])
         for step in outputs:
             for agent, tokens in step.items():
                 assert tokens == peft_reference[agent], (kind, agent)
@@ -146,10 +148,13 @@ def test_outputs_match_peft_and_distance_tiers_need_fewer_loads_than_lru(servers
           f"Loads on the request path: into a slot: scalesim {slot_loads['scalesim']}, stock LRU {slot_loads['lru']}; "
           f"from disk: scalesim {disk_loads['scalesim']}, stock LRU {disk_loads['lru']}. Prefetch, slots: issued "
           f"{ours['prefetch_issued']}, used {ours['prefetch_used']}, wasted {ours['prefetch_wasted']}; CPU tier: "
-          f"issued {ours_cpu['prefetch_issued']}, used {ours_cpu['prefetch_used']}, wasted {ours_cpu['prefetch_wasted']}")
+          f"issued {ours_cpu['prefetch_issued']}, used {ours_cpu['prefetch_used']}, wasted {ours_cpu['prefetch_wasted']}. "
+          f"Waiting for adapters (slot, disk) s: scalesim {waits['scalesim'][0]:.3f}, {waits['scalesim'][1]:.3f}; "
+          f"stock LRU {waits['lru'][0]:.3f}, {waits['lru'][1]:.3f}")
     assert slot_loads["scalesim"] < slot_loads["lru"] / 2
     assert disk_loads["scalesim"] < disk_loads["lru"] / 2
     assert ours["prefetch_used"] > 0 and ours_cpu["prefetch_used"] > 0
+    assert ours["wait_seconds"] > 0 and ours_cpu["wait_seconds"] > 0
 
 
 def test_every_adapter_matches_peft_under_constant_eviction(servers, peft_reference, tiny_adapters):
@@ -196,6 +201,9 @@ def test_concurrent_pushes_and_requests_never_mix_adapters(servers, peft_referen
     push.join()
     assert errors == []
     assert lora_stats(server)["prefetch_issued"] > 0
+    metrics = requests.get(server.base_url + "/metrics", timeout=30).text
+    assert 'scalesim_lora_events_total{event="hits",tier="slot"}' in metrics
+    assert 'scalesim_lora_events_total{event="misses",tier="cpu"}' in metrics
 
 
 def test_registering_adapters_by_path_checks_them(servers, default_model, tmp_path):

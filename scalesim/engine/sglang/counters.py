@@ -106,3 +106,53 @@ class _Prometheus:
     def evicted_total(self, reason: str, tokens: int) -> None:
         self.evictions.labels(reason).inc()
         self.evicted_tokens_total.labels(reason).inc(tokens)
+
+
+class TierCounters:
+    """Named event counters of one adapter tier (`slot` or `cpu`), mirrored to Prometheus as
+    `scalesim_lora_events_total{tier, event}` and `scalesim_lora_wait_seconds_total{tier}` once
+    `enable_prometheus` is called (SGLang's `--enable-metrics`)."""
+
+    EVENTS = ("hits", "misses", "prefetch_issued", "prefetch_used", "prefetch_wasted", "prefetch_skipped_for_demand")
+
+    def __init__(self, tier: str) -> None:
+        self.tier = tier
+        self.values: dict[str, int] = dict.fromkeys(self.EVENTS, 0)
+        self.wait_seconds = 0.0
+        self._events: Any = None
+        self._wait: Any = None
+
+    def add(self, event: str, n: int = 1) -> None:
+        self.values[event] += n
+        if self._events is not None:
+            self._events.labels(self.tier, event).inc(n)
+
+    def waited(self, seconds: float) -> None:
+        self.wait_seconds += seconds
+        if self._wait is not None:
+            self._wait.labels(self.tier).inc(seconds)
+
+    def __getitem__(self, event: str) -> int:
+        return self.values[event]
+
+    def enable_prometheus(self) -> None:
+        if self._events is None:
+            self._events, self._wait = _lora_series()
+
+    def report(self) -> dict[str, Any]:
+        return {**self.values, "wait_seconds": self.wait_seconds}
+
+
+_LORA_SERIES: tuple[Any, Any] | None = None
+
+
+def _lora_series() -> tuple[Any, Any]:
+    global _LORA_SERIES
+    if _LORA_SERIES is None:
+        from prometheus_client import Counter
+
+        _LORA_SERIES = (
+            Counter("scalesim_lora_events", "LoRA adapter events by tier", ["tier", "event"]),
+            Counter("scalesim_lora_wait_seconds", "Time requests waited for adapter loads", ["tier"]),
+        )
+    return _LORA_SERIES

@@ -13,7 +13,8 @@ names it. ScaleSim changes two things, both in this process, where the pushed di
   prefetch, so at most one prefetch load (not a queue of them) can be ahead of it.
 
 Counters (in the stats route, `http.lora_cpu`): hits and misses (a request's adapter loaded or
-not when it arrives), prefetch loads issued, used (a request found it) and wasted (unloaded first).
+not when it arrives), prefetch loads issued, used (a request found it) and wasted (unloaded
+first), and `wait_seconds`, the time requests spent resolving their adapter (reloads included).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections import defaultdict
 from typing import Any
 
 from scalesim.distance import DistanceTable
+from scalesim.engine.sglang.counters import TierCounters
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class CpuTier:
         # request reloads its adapter and only then takes SGLang's reference on it, so another
         # load in between must not unload it again.
         self.in_use: dict[str, int] = defaultdict(int)
-        self.counters = {"hits": 0, "misses": 0, "prefetch_issued": 0, "prefetch_used": 0, "prefetch_wasted": 0}
+        self.counters = TierCounters("cpu")
         self._task: asyncio.Task | None = None
         self._again = False
 
@@ -55,12 +57,12 @@ class CpuTier:
 
     def on_request(self, adapter: str, loaded: set[str]) -> None:
         if adapter in loaded:
-            self.counters["hits"] += 1
+            self.counters.add("hits")
             if adapter in self.prefetched:
                 self.prefetched.discard(adapter)
-                self.counters["prefetch_used"] += 1
+                self.counters.add("prefetch_used")
         else:
-            self.counters["misses"] += 1
+            self.counters.add("misses")
 
     def begin(self, adapter: str) -> None:
         self.in_use[adapter] += 1
@@ -71,7 +73,7 @@ class CpuTier:
             del self.in_use[adapter]
 
     def report(self) -> dict[str, Any]:
-        return dict(self.counters)
+        return self.counters.report()
 
     # -- victim ---------------------------------------------------------------------------
 
@@ -86,7 +88,7 @@ class CpuTier:
         chosen = min(names, key=lambda n: (-self.distance(n), order[n]))
         if chosen in self.prefetched:
             self.prefetched.discard(chosen)
-            self.counters["prefetch_wasted"] += 1
+            self.counters.add("prefetch_wasted")
         return chosen
 
     # -- prefetch -------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class CpuTier:
                     lora_name=ref.lora_name, lora_path=ref.lora_path, pinned=ref.pinned))
                 if result.success:
                     self.prefetched.add(name)
-                    self.counters["prefetch_issued"] += 1
+                    self.counters.add("prefetch_issued")
                 elif "already loaded" not in (result.error_message or ""):
                     logger.warning("ScaleSim: prefetch of adapter %s failed: %s", name, result.error_message)
                     break
@@ -171,3 +173,21 @@ def around_lru_lora_name(original: Any, registry: Any, exclude_pinned: bool = Fa
             return tier.victim(registry._registry, exclude_pinned)
 
     return farthest()
+
+
+def around_resolve_lora_path(original: Any, tokenizer_manager: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """AROUND hook on `TokenizerManager._resolve_lora_path` (async): time requests wait there."""
+    tier = _TIER
+    if tier is None:
+        return original(tokenizer_manager, obj, *args, **kwargs)
+
+    async def timed() -> Any:
+        import time
+
+        start = time.perf_counter()
+        try:
+            return await original(tokenizer_manager, obj, *args, **kwargs)
+        finally:
+            tier.counters.waited(time.perf_counter() - start)
+
+    return timed()

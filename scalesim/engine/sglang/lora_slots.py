@@ -17,8 +17,9 @@ prefetch:
   in a slot, no prefetch runs: the demand load goes first. On GPU the copy runs on a side stream
   and the compute stream waits on its event, so it overlaps the batch in flight; on CPU the
   copy is a memcpy done in the scheduler thread.
-- **Metrics**: slot hits and demand loads (requests' adapters found in a slot or loaded on
-  the request path), prefetch loads issued / used / wasted (evicted before any use).
+- **Metrics**: slot hits and misses (a request's adapter found in a slot, or loaded on the
+  request path: a demand load), prefetch loads issued / used / wasted (evicted before any
+  use), and the time batches spent on demand loads (`wait_seconds`).
 
 Which agents use an adapter comes from registrations (`POST /scalesim/v1/agents`, forwarded to
 the scheduler) and from the requests themselves (agent and `lora_id` of each request).
@@ -29,9 +30,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from collections import defaultdict
 from typing import Any, Iterable
 
+from scalesim.engine.sglang.counters import TierCounters
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState, current, guarded
 from scalesim.policy.eviction import DistancePriority
 
@@ -51,9 +54,9 @@ class AdapterTracker:
         self.registered: dict[str, str] = {}  # agent -> adapter name (registrations)
         self._unresolved: dict[str, str] = {}  # registered, adapter not yet seen loaded
         self.prefetched: set[str] = set()  # lora_ids loaded ahead and not used yet
-        self.counters = {"slot_hits": 0, "demand_loads": 0, "prefetch_issued": 0, "prefetch_used": 0,
-                         "prefetch_wasted": 0, "prefetch_skipped_for_demand": 0}
+        self.counters = TierCounters("slot")  # misses are demand loads, on the request path
         self.prefetching = False
+        self.last_batch: set = set()
 
     def register(self, adapters: dict[str, str]) -> None:
         """Registered agents and their adapter names (resolved to ids once loaded)."""
@@ -78,7 +81,7 @@ class AdapterTracker:
         return min(self.state.distance(a) for a in agents)
 
     def report(self) -> dict[str, Any]:
-        return {"lora": {**self.counters, "adapters_with_agents": len(self.agents_of),
+        return {"lora": {**self.counters.report(), "adapters_with_agents": len(self.agents_of),
                          "agents_registered_with_adapter": len(self.registered)}}
 
 
@@ -128,7 +131,7 @@ class DistanceLoRAPolicy:
         t = self.tracker
         if uid in t.prefetched:
             t.prefetched.discard(uid)
-            t.counters["prefetch_wasted"] += 1
+            t.counters.add("prefetch_wasted")
 
 
 def _no_victim(candidates: set) -> None:
@@ -147,24 +150,40 @@ def around_get_eviction_policy(original: Any, policy_name: str, *args: Any, **kw
     return original(policy_name, *args, **kwargs)
 
 
-@guarded
-def before_fetch_new_loras(manager: Any, new_loras: set, running_loras: set = frozenset(), *args: Any,
-                           **kwargs: Any) -> None:
-    """Count slot hits and demand loads of the batch about to run (not prefetch's own calls)."""
+def around_fetch_new_loras(original: Any, manager: Any, new_loras: set, running_loras: set = frozenset(),
+                           *args: Any, **kwargs: Any) -> Any:
+    """Count the slot hits and demand loads of a batch about to run (not prefetch's own
+    calls); the time a batch spends on demand loads is time its requests waited."""
     t = tracker()
     if t.prefetching:
-        return
+        return original(manager, new_loras, running_loras, *args, **kwargs)
+    demand = 0
+    try:
+        demand = _count_batch(t, manager, set(new_loras) | set(running_loras))
+    except Exception:
+        t.state.hook_errors += 1
+    start = time.perf_counter()
+    result = original(manager, new_loras, running_loras, *args, **kwargs)
+    if demand:
+        t.counters.waited(time.perf_counter() - start)
+    return result
+
+
+def _count_batch(t: AdapterTracker, manager: Any, uids: set) -> int:
+    """A request's adapter counts once, when it enters the batches (decode steps repeat it)."""
     resident = manager.memory_pool.uid_to_buffer_id
-    for uid in set(new_loras) | set(running_loras):
-        if uid is None:
-            continue
+    demand = 0
+    for uid in uids - t.last_batch - {None}:
         if uid in resident:
-            t.counters["slot_hits"] += 1
+            t.counters.add("hits")
             if uid in t.prefetched:
                 t.prefetched.discard(uid)
-                t.counters["prefetch_used"] += 1
+                t.counters.add("prefetch_used")
         else:
-            t.counters["demand_loads"] += 1
+            t.counters.add("misses")
+            demand += 1
+    t.last_batch = uids
+    return demand
 
 
 def _lora_ids(reqs: Iterable[Any]) -> set:
@@ -184,7 +203,7 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     last = kwargs.get("last_batch", args[1] if len(args) > 1 else None)
     waiting = _lora_ids(scheduler.waiting_queue) - {None}
     if waiting - resident.keys():
-        t.counters["prefetch_skipped_for_demand"] += 1
+        t.counters.add("prefetch_skipped_for_demand")
         return
     protected = waiting | _lora_ids(running.reqs if running is not None else ()) | _lora_ids(
         last.reqs if last is not None else ())
@@ -206,7 +225,7 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
                 return  # never displace an adapter needed as soon or sooner
         _load(manager, uid, keep)
         t.prefetched.add(uid)
-        t.counters["prefetch_issued"] += 1
+        t.counters.add("prefetch_issued")
 
 
 def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, float]]:

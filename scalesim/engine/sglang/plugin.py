@@ -58,7 +58,8 @@ def load() -> None:
         (targets.UNIFIED_RESET, eviction.after_reset, HookType.AFTER),
         (targets.RADIX_RESET, eviction.after_reset, HookType.AFTER),
         (targets.LORA_POLICY_FACTORY, lora_slots.around_get_eviction_policy, HookType.AROUND),
-        (targets.LORA_FETCH, lora_slots.before_fetch_new_loras, HookType.BEFORE),
+        (targets.LORA_FETCH, lora_slots.around_fetch_new_loras, HookType.AROUND),
+        (targets.LORA_RESOLVE, lora_cpu_tier.around_resolve_lora_path, HookType.AROUND),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
@@ -92,6 +93,7 @@ def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: An
     state = current()
     if get_observability().enable_metrics:
         state.counters.enable_prometheus()
+        lora_slots.tracker().counters.enable_prometheus()
 
     # Both fire and forget: the HTTP process already answered.
     def on_distances(req: ScaleSimDistancesReq) -> None:

@@ -349,9 +349,12 @@ def _note_adapter(adapter: str | None, agent: str | None) -> None:
 
     if adapter is None:
         return
+    tm = get_global_state().tokenizer_manager
+    if tm.server_args.enable_metrics:
+        _cpu_tier.counters.enable_prometheus()
     if agent is not None:
         _cpu_tier.note(agent, adapter)
-    _cpu_tier.on_request(adapter, get_global_state().tokenizer_manager.lora_registry._registry.keys())
+    _cpu_tier.on_request(adapter, tm.lora_registry._registry.keys())
 
 
 class IdentityMiddleware:
