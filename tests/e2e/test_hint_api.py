@@ -114,7 +114,7 @@ def test_agent_registration_adapter_mapping_and_bad_input(server):
         {"agent_id": "reg-1", "adapter": "a0", "prefix": "You are Ada, a baker."}, {"agent_id": "reg-2"}]})
     assert ok.status_code == 200 and ok.json() == {"registered": 2, "agents_registered": before + 2}
     got = requests.get(server.base_url + "/scalesim/v1/agents/reg-1", timeout=30)
-    assert got.json() == {"agent_id": "reg-1", "adapter": "a0", "prefix": "You are Ada, a baker."}
+    assert got.json() == {"agent_id": "reg-1", "adapter": "a0", "prefix": "You are Ada, a baker.", "adapter_path": None}
     missing = requests.get(server.base_url + "/scalesim/v1/agents/nobody", timeout=30)
     assert missing.status_code == 404 and missing.json() == {"error": "agent 'nobody' is not registered"}
 
