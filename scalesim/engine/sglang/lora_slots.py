@@ -15,8 +15,11 @@ prefetch:
   loaded, nearest first, into a free slot or the slot of a farther agent's adapter, never one
   of the running or last batch or of a waiting request. When a waiting request's adapter is not
   in a slot, no prefetch runs: the demand load goes first. On GPU the copy runs on a side stream
-  and the compute stream waits on its event, so it overlaps the batch in flight; on CPU the
-  copy is a memcpy done in the scheduler thread.
+  and the compute stream waits on its event, so it overlaps the batch in flight. On CPU a
+  background worker thread copies; the scheduler thread stays the only owner of the slot maps:
+  it reserves the slot (the adapter counts as resident), and any use of that slot (a batch
+  that needs the adapter, a choice of victim, an unload) first waits for the copy to land. Each
+  job carries the slot's generation: a job whose slot changed hands before it started is dropped.
 - **Metrics**: slot hits and misses (a request's adapter found in a slot, or loaded on the
   request path: a demand load), prefetch loads issued / used / wasted (evicted before any
   use), and the time batches spent on demand loads (`wait_seconds`).
@@ -121,7 +124,11 @@ class DistanceLoRAPolicy:
         real = candidates - {None}
         if not real:
             return None if None in candidates else _no_victim(candidates)
-        return min(sorted(real), key=self.key)
+        copying = real & _WORKER.pending.keys() if _WORKER is not None else set()
+        victim = min(sorted(real - copying or real), key=self.key)
+        if victim in copying:
+            _WORKER.pending.pop(victim)[1].result()  # only slots mid-copy are left: let it land
+        return victim
 
     def remove(self, uid: str | None) -> None:
         if uid is None:
@@ -158,11 +165,13 @@ def around_fetch_new_loras(original: Any, manager: Any, new_loras: set, running_
     if t.prefetching:
         return original(manager, new_loras, running_loras, *args, **kwargs)
     demand = 0
+    start = time.perf_counter()
+    if _WORKER is not None and _WORKER.pending:
+        _WORKER.wait(manager, set(new_loras) | set(running_loras))
     try:
         demand = _count_batch(t, manager, set(new_loras) | set(running_loras))
     except Exception:
         t.state.hook_errors += 1
-    start = time.perf_counter()
     result = original(manager, new_loras, running_loras, *args, **kwargs)
     if demand:
         t.counters.waited(time.perf_counter() - start)
@@ -197,6 +206,8 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     if manager is None or not isinstance(manager.memory_pool.eviction_policy, DistanceLoRAPolicy):
         return
     t = tracker()
+    if _WORKER is not None:
+        _WORKER.drain(manager)
     pool = manager.memory_pool
     resident = pool.uid_to_buffer_id
     running = kwargs.get("running_batch", args[0] if args else None)
@@ -216,6 +227,7 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
         keep = {u for u in protected if u in resident}
         if len(keep | {uid}) > manager.max_loras_per_batch:
             return
+        victim = None
         if len(resident) >= manager.max_loras_per_batch:
             victims = set(resident) - keep - {None}
             if not victims:
@@ -223,7 +235,7 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
             victim = policy.select_victim(victims)
             if not t.distance(victim) > distance:
                 return  # never displace an adapter needed as soon or sooner
-        _load(manager, uid, keep)
+        _load(manager, uid, keep, victim)
         t.prefetched.add(uid)
         t.counters.add("prefetch_issued")
 
@@ -241,7 +253,7 @@ def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, fl
     return sorted(by_uid.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-def _load(manager: Any, uid: str, keep: set) -> None:
+def _load(manager: Any, uid: str, keep: set, victim: str | None) -> None:
     import torch
 
     t = tracker()
@@ -257,9 +269,77 @@ def _load(manager: Any, uid: str, keep: set) -> None:
             # batch already queued, and no later kernel can read the slot before it lands.
             torch.cuda.current_stream().wait_event(event)
         else:
-            manager.fetch_new_loras({uid}, keep)
+            worker().submit(manager, uid, victim)
     finally:
         t.prefetching = False
+
+
+class SlotWorker:
+    """CPU prefetch: one background thread copying adapter weights into reserved slots."""
+
+    def __init__(self) -> None:
+        import concurrent.futures
+
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalesim-lora")
+        self.pending: dict[str, tuple[int, Any]] = {}  # lora_id -> (slot, future)
+        self.generation: dict[int, int] = defaultdict(int)  # slot -> times it was (re)assigned
+
+    def submit(self, manager: Any, uid: str, victim: str | None) -> None:
+        """Reserve a slot for `uid` (a free one, or `victim`'s) and copy into it in the background."""
+        pool = manager.memory_pool
+        if victim is not None:
+            slot = pool.uid_to_buffer_id.pop(victim)
+            pool.eviction_policy.remove(victim)
+        else:
+            from sglang.srt.lora.mem_pool import EMPTY_SLOT
+
+            slot = next(i for i, u in enumerate(pool.buffer_id_to_uid) if u == EMPTY_SLOT)
+        self.generation[slot] += 1
+        gen = self.generation[slot]
+        pool.buffer_id_to_uid[slot] = uid
+        pool.uid_to_buffer_id[uid] = slot
+        pool.eviction_policy.mark_used(uid)
+        adapter = manager.loras[uid]
+
+        def copy() -> bool:
+            if self.generation[slot] != gen:
+                return False  # the slot changed hands before the copy started: drop it
+            pool.load_lora_weight_to_buffer(uid, slot, adapter, manager.lora_modules,
+                                            manager.embed_tokens_module, manager.lm_head_module)
+            return True
+
+        self.pending[uid] = (slot, self._pool.submit(copy))
+
+    def wait(self, manager: Any, uids: Iterable[str | None]) -> None:
+        """Let the copies of `uids` land before the scheduler thread uses or reassigns their slots."""
+        for uid in list(uids):
+            job = self.pending.pop(uid, None) if uid is not None else None
+            if job is not None:
+                slot, future = job
+                future.result()
+                manager._notify_lora_slots_updated({slot})
+
+    def drain(self, manager: Any) -> None:
+        """Finish the bookkeeping of copies that landed meanwhile."""
+        self.wait(manager, [uid for uid, (_, future) in self.pending.items() if future.done()])
+
+
+_WORKER: SlotWorker | None = None
+
+
+def worker() -> SlotWorker:
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = SlotWorker()
+    return _WORKER
+
+
+def around_remove_lora(original: Any, pool: Any, uid: str, *args: Any, **kwargs: Any) -> Any:
+    """An adapter unloaded while its prefetch copy runs: the copy lands first."""
+    if _WORKER is not None and uid in _WORKER.pending:
+        slot, future = _WORKER.pending.pop(uid)
+        future.result()
+    return original(pool, uid, *args, **kwargs)
 
 
 _STREAM = None

@@ -60,6 +60,7 @@ def load() -> None:
         (targets.LORA_POLICY_FACTORY, lora_slots.around_get_eviction_policy, HookType.AROUND),
         (targets.LORA_FETCH, lora_slots.around_fetch_new_loras, HookType.AROUND),
         (targets.LORA_RESOLVE, lora_cpu_tier.around_resolve_lora_path, HookType.AROUND),
+        (targets.LORA_REMOVE, lora_slots.around_remove_lora, HookType.AROUND),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
