@@ -105,3 +105,64 @@ def test_serve_selects_distance_lora_tiers_unless_the_user_chose_sglangs(monkeyp
     assert os.environ[POLICY_ENV] == "distance"
     with_plugin_defaults(["--lora-eviction-policy", "lru"])
     assert POLICY_ENV not in os.environ
+
+
+class FakePool:
+    """The slot maps and copy call of SGLang's LoRAMemoryPool, with a copy we can hold."""
+
+    def __init__(self, slots: int, hold) -> None:
+        from sglang.srt.lora.mem_pool import EMPTY_SLOT
+
+        self.buffer_id_to_uid = [EMPTY_SLOT] * slots
+        self.uid_to_buffer_id: dict = {}
+        self.eviction_policy = DistanceLoRAPolicy()
+        self.copied: list = []
+        self.hold = hold
+
+    def load_lora_weight_to_buffer(self, uid, slot, *args):
+        self.hold.wait(5)
+        self.copied.append((uid, slot))
+
+
+class FakeManager:
+    def __init__(self, pool) -> None:
+        self.memory_pool, self.loras = pool, {"u1": object(), "u2": object()}
+        self.lora_modules, self.embed_tokens_module, self.lm_head_module = [], None, None
+        self.notified: list = []
+
+    def _notify_lora_slots_updated(self, slots) -> None:
+        self.notified.append(slots)
+
+
+def test_background_slot_copy_is_reserved_then_lands_before_use(slots):
+    import threading
+
+    hold = threading.Event()
+    pool = FakePool(2, hold)
+    manager = FakeManager(pool)
+    worker = lora_slots.SlotWorker()
+    worker.submit(manager, "u1", victim=None)
+    # Reserved at once: SGLang sees the adapter in slot 0 and will not hand the slot to another.
+    assert pool.uid_to_buffer_id == {"u1": 0} and pool.buffer_id_to_uid[0] == "u1"
+    worker.drain(manager)
+    assert "u1" in worker.pending and manager.notified == []  # still copying
+    hold.set()
+    worker.wait(manager, ["u1"])  # a batch needs it: the copy lands first
+    assert pool.copied == [("u1", 0)] and manager.notified == [{0}] and worker.pending == {}
+
+
+def test_background_slot_copy_dropped_when_its_slot_changed_hands_first(slots):
+    import threading
+
+    hold = threading.Event()
+    pool = FakePool(2, hold)
+    manager = FakeManager(pool)
+    worker = lora_slots.SlotWorker()
+    worker.submit(manager, "u1", victim=None)  # occupies the worker until `hold` is set
+    worker.submit(manager, "u2", victim=None)  # queued behind it, slot 1, generation 1
+    worker.generation[1] += 1  # slot 1 given to someone else before the copy started
+    hold.set()
+    _, future = worker.pending["u2"]
+    assert future.result(5) is False
+    worker.wait(manager, ["u1", "u2"])
+    assert pool.copied == [("u1", 0)]
