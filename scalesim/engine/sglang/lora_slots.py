@@ -127,7 +127,7 @@ class DistanceLoRAPolicy:
         copying = real & _WORKER.pending.keys() if _WORKER is not None else set()
         victim = min(sorted(real - copying or real), key=self.key)
         if victim in copying:
-            _WORKER.pending.pop(victim)[1].result()  # only slots mid-copy are left: let it land
+            _WORKER.finish(victim)  # only slots mid-copy are left: let the copy end first
         return victim
 
     def remove(self, uid: str | None) -> None:
@@ -229,7 +229,7 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
             return
         victim = None
         if len(resident) >= manager.max_loras_per_batch:
-            victims = set(resident) - keep - {None}
+            victims = {u for u in resident if u is not None and u not in keep and not _pinned(manager, u)}
             if not victims:
                 return
             victim = policy.select_victim(victims)
@@ -238,6 +238,11 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
         _load(manager, uid, keep, victim)
         t.prefetched.add(uid)
         t.counters.add("prefetch_issued")
+
+
+def _pinned(manager: Any, uid: str) -> bool:
+    ref = manager.lora_refs.get(uid)
+    return bool(ref is not None and ref.pinned)
 
 
 def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, float]]:
@@ -310,14 +315,32 @@ class SlotWorker:
 
         self.pending[uid] = (slot, self._pool.submit(copy))
 
+    def finish(self, uid: str) -> tuple[int, bool]:
+        """Wait for `uid`'s copy; return its slot and whether the copy landed."""
+        slot, future = self.pending.pop(uid)
+        try:
+            return slot, bool(future.result())
+        except Exception:
+            current().hook_errors += 1
+            logger.exception("ScaleSim: background copy of adapter %s into slot %d failed", uid, slot)
+            return slot, False
+
     def wait(self, manager: Any, uids: Iterable[str | None]) -> None:
-        """Let the copies of `uids` land before the scheduler thread uses or reassigns their slots."""
+        """Let the copies of `uids` land before the scheduler thread uses or reassigns their slots.
+        A copy that failed gives its slot back, so the adapter is loaded on demand instead."""
+        from sglang.srt.lora.mem_pool import EMPTY_SLOT
+
+        pool = manager.memory_pool
         for uid in list(uids):
-            job = self.pending.pop(uid, None) if uid is not None else None
-            if job is not None:
-                slot, future = job
-                future.result()
+            if uid is None or uid not in self.pending:
+                continue
+            slot, landed = self.finish(uid)
+            if landed:
                 manager._notify_lora_slots_updated({slot})
+            elif pool.uid_to_buffer_id.get(uid) == slot:
+                del pool.uid_to_buffer_id[uid]
+                pool.buffer_id_to_uid[slot] = EMPTY_SLOT
+                pool.eviction_policy.remove(uid)
 
     def drain(self, manager: Any) -> None:
         """Finish the bookkeeping of copies that landed meanwhile."""
@@ -337,8 +360,7 @@ def worker() -> SlotWorker:
 def around_remove_lora(original: Any, pool: Any, uid: str, *args: Any, **kwargs: Any) -> Any:
     """An adapter unloaded while its prefetch copy runs: the copy lands first."""
     if _WORKER is not None and uid in _WORKER.pending:
-        slot, future = _WORKER.pending.pop(uid)
-        future.result()
+        _WORKER.finish(uid)
     return original(pool, uid, *args, **kwargs)
 
 
