@@ -54,3 +54,18 @@ def test_other_names_are_absent_so_sglang_fallbacks_work():
         from sgl_kernel import fused_add_rmsnorm  # noqa: F401
     with pytest.raises(ImportError):
         import sgl_kernel.scalar_type  # noqa: F401
+
+
+def test_transfer_kv_direct_copies_the_indexed_rows_of_every_layer():
+    import torch
+    from sgl_kernel.kvcacheio import transfer_kv_all_layer, transfer_kv_direct
+
+    src = [torch.arange(24, dtype=torch.float32).reshape(6, 2, 2) + 100 * layer for layer in range(3)]
+    dst = [torch.zeros(4, 2, 2) for _ in range(3)]
+    transfer_kv_direct(src_layers=src, dst_layers=dst, src_indices=torch.tensor([5, 0]),
+                       dst_indices=torch.tensor([1, 3]), page_size=1)
+    for layer in range(3):
+        assert torch.equal(dst[layer][1], src[layer][5]) and torch.equal(dst[layer][3], src[layer][0])
+        assert not dst[layer][0].any() and not dst[layer][2].any()
+    with pytest.raises(NotImplementedError, match="needs a real sgl-kernel build"):
+        transfer_kv_all_layer()

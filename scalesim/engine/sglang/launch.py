@@ -73,7 +73,10 @@ def with_defaults(argv: list[str], *, has_gpu: bool) -> list[str]:
     if not _has_flag(out, "--model-path") and not _has_flag(out, "--model"):
         out += ["--model-path", str(paths.default_model_path())]
     if not has_gpu:
-        for flag, value in CPU_DEFAULTS:
+        from scalesim.engine.sglang.host_tier import CPU_HICACHE_DEFAULTS
+
+        hicache = CPU_HICACHE_DEFAULTS if _has_flag(out, "--enable-hierarchical-cache") else ()
+        for flag, value in (*CPU_DEFAULTS, *hicache):
             if not _has_flag(out, flag):
                 out += [flag] if value is None else [flag, value]
     return out

@@ -14,7 +14,7 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, eviction, lora_cpu_tier, lora_slots, targets
+from scalesim.engine.sglang import PLUGIN_NAME, eviction, host_tier, lora_cpu_tier, lora_slots, targets
 from scalesim.engine.sglang.messages import (
     ScaleSimAgentReq,
     ScaleSimDistancesReq,
@@ -43,6 +43,7 @@ def load() -> None:
     register_message_types()
     eviction.register_policy()
     register_radix_backend()
+    host_tier.register_cpu_host_pool()
     HookRegistry.register(targets.SCHEDULER_INTERNAL_STATE, report_plugin_state, HookType.AFTER)
     HookRegistry.register(targets.SCHEDULER_DISPATCHER, add_scheduler_handlers, HookType.AFTER)
     HookRegistry.register(targets.HTTP_LAUNCH_SERVER, add_routes, HookType.BEFORE)

@@ -91,3 +91,14 @@ def test_port_checks():
         with pytest.raises(ServeError, match=f"port {port} on 127.0.0.1 is not available"):
             check_port_free("127.0.0.1", port)
     check_port_free("127.0.0.1", port)
+
+
+def test_host_tier_on_cpu_gets_the_direct_layer_first_transfer_unless_chosen():
+    argv = with_defaults(["--model-path", "m", "--enable-hierarchical-cache"], has_gpu=False)
+    assert argv[-4:] == ["--hicache-io-backend", "direct", "--hicache-mem-layout", "layer_first"]
+    chosen = with_defaults(["--model-path", "m", "--enable-hierarchical-cache", "--hicache-io-backend", "kernel"],
+                           has_gpu=False)
+    assert chosen.count("--hicache-io-backend") == 1 and "layer_first" in chosen
+    assert "--hicache-io-backend" not in with_defaults(["--model-path", "m"], has_gpu=False)
+    assert "--hicache-io-backend" not in with_defaults(["--model-path", "m", "--enable-hierarchical-cache"],
+                                                       has_gpu=True)

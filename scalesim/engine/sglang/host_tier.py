@@ -1,0 +1,39 @@
+"""SGLang's host KV tier (HiCache, `--enable-hierarchical-cache`) on a CPU device.
+
+On a GPU the host pool is pinned (registered with the CUDA driver) so copies can be DMA
+transfers. On a CPU device both pools are host memory: there is nothing to pin, and SGLang's
+default allocator for an unknown device type calls `cudaHostRegister`, which fails without a
+driver. The host pool's allocator table (`pool_host/common.py::ALLOC_MEMORY_FUNCS`, keyed by
+device type) gets a `cpu` entry here; the transfers come from `sgl_kernel.kvcacheio` (patch 0002
+and `kernels/sgl_kernel_cpu`). Eviction and demotion in both tiers already follow ScaleSim's
+radix policy: SGLang's host-tier eviction calls the same `EvictionStrategy`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# `scalesim serve` adds these on a machine without a GPU when the host tier is on: the only
+# transfer path the CPU package implements (`transfer_kv_direct`, per-layer buffers).
+CPU_HICACHE_DEFAULTS: tuple[tuple[str, str], ...] = (
+    ("--hicache-io-backend", "direct"),
+    ("--hicache-mem-layout", "layer_first"),
+)
+
+
+def alloc_host_buffer_cpu(
+    dims: tuple,
+    dtype: Any,
+    device: str,
+    pin_memory: bool,
+    allocator: Any,
+    registration_granularity_bytes: int | None = None,
+) -> Any:
+    """The host pool's buffer when the device is the CPU: plain memory, nothing registered."""
+    return allocator.allocate(dims, dtype=dtype, device=device)
+
+
+def register_cpu_host_pool() -> None:
+    from sglang.srt.mem_cache.pool_host.common import ALLOC_MEMORY_FUNCS
+
+    ALLOC_MEMORY_FUNCS.setdefault("cpu", alloc_host_buffer_cpu)
