@@ -18,14 +18,25 @@ from tests.e2e.test_eviction import PREFIX, TAIL, Session, scheduler_stats
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture(scope="module")
-def host_server(tmp_path_factory):
+def _serve(tmp_path_factory, name: str, *extra: str):
     from scalesim.server_process import ServerProcess
 
     args = ["--model-path", str(paths.tiny_model_path()), "--max-total-tokens", "1024", "--dtype", "float32",
-            "--enable-cache-report", "--enable-hierarchical-cache"]
-    with ServerProcess(args, free_port(), tmp_path_factory.mktemp("host") / "server.log") as proc:
+            "--enable-cache-report", "--enable-hierarchical-cache", *extra]
+    return ServerProcess(args, free_port(), tmp_path_factory.mktemp(name) / "server.log")
+
+
+@pytest.fixture(scope="module")
+def host_server(tmp_path_factory):
+    with _serve(tmp_path_factory, "host") as proc:
         proc.cache_kind = "host"
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def host_server_no_prefetch(tmp_path_factory):
+    with _serve(tmp_path_factory, "host-noprefetch", "--radix-eviction-policy-config", '{"prefetch": false}') as proc:
+        proc.cache_kind = "host-noprefetch"
         yield proc
 
 
@@ -54,3 +65,77 @@ def test_host_memory_drops_the_farthest_agents_copy_first(host_server):
     stats = scheduler_stats(host_server)
     assert stats["hook_errors"] == 0 and stats["pending_requests"] == 0
     assert requests.get(host_server.base_url + "/health", timeout=30).status_code == 200
+
+
+def _details(server, agent: str, session: Session) -> dict:
+    body = {"input_ids": session.ids(agent, TAIL + 1), "agent_id": f"{session.name}/{agent}",
+            "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
+    meta = requests.post(server.base_url + "/generate", json=body, timeout=120).json()["meta_info"]
+    return meta.get("cached_tokens_details") or {"device": meta["cached_tokens"], "host": 0}
+
+
+def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_server, host_server_no_prefetch):
+    """A's prefix is in host memory only; then A becomes the nearest agent. With prefetch its
+    request finds the whole prefix on the device; without, SGLang loads it from host memory
+    when the request is admitted."""
+    import time
+
+    found = {}
+    for server in (host_server, host_server_no_prefetch):
+        s = Session(server, f"ahead-{server.cache_kind}")
+        assert [s.generate(a) for a in "ABCDE"] == [0] * 5  # A and B now live in host memory only
+        s.push({"A": 0.0})
+        time.sleep(0.5)  # the simulation's own work; the scheduler prefetches meanwhile
+        found[server.cache_kind] = _details(server, "A", s)
+    assert found["host"] == {"device": PREFIX + TAIL, "host": 0}
+    assert found["host-noprefetch"]["device"] < PREFIX and found["host-noprefetch"]["host"] > 0
+    kv = scheduler_stats(host_server)["host_kv"]
+    assert kv["prefetch_issued"] >= 1 and kv["prefetch_used"] >= 1 and kv["held"] == 0
+    assert scheduler_stats(host_server_no_prefetch)["host_kv"]["prefetch_issued"] == 0
+
+
+def test_a_thousand_requests_under_pressure_leave_no_slot_or_lock_behind(host_server):
+    """20 agents, 1,000 requests from 8 clients at once, a distance push every 40 requests (so
+    prefetch, holds and their expiry all run): afterwards every device token is free or
+    evictable again and nothing stays locked or held."""
+    import random
+    import threading
+    import time
+
+    s = Session(host_server, "churn")
+    agents = [f"g{i}" for i in range(20)]
+    lock = threading.Lock()
+    sent = [0]
+    errors: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        while True:
+            with lock:
+                if sent[0] >= 1000:
+                    return
+                sent[0] += 1
+                n = sent[0]
+                if n % 40 == 0:
+                    s.push({a: float(rng.randrange(4)) for a in rng.sample(agents, 6)}, replace=True)
+            try:
+                s.generate(rng.choice(agents), tail=TAIL + n % 3)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s.push({}, replace=True)  # nobody near: every hold is released at the next iteration
+    for _ in range(60):
+        stats = scheduler_stats(host_server)
+        if stats["host_kv"]["held"] == 0 and stats["memory"]["protected"] == 0:
+            break
+        time.sleep(0.5)
+    mem = stats["memory"]
+    assert stats["hook_errors"] == 0 and stats["pending_requests"] == 0 and stats["host_kv"]["held"] == 0
+    assert mem["protected"] == 0 and mem["device_free"] + mem["evictable"] == mem["device_total"], mem
+    assert stats["host_kv"]["prefetch_issued"] > 0 and stats["host_kv"]["hits"] > 0

@@ -12,8 +12,9 @@ tags the request's path with its agent, a split copies owners to the new parent,
 counted by reason, a released request counts its cached tokens, a reset forgets every node.
 
 `--radix-eviction-policy-config` (JSON) takes `order` ("distance" or "lru": the core priority),
-`learned` (use learned distances for agents with no pushed one; default true) and
-`agent_series` (how many agents get their own stats and Prometheus series; default 64).
+`learned` (use learned distances for agents with no pushed one; default true),
+`agent_series` (how many agents get their own stats and Prometheus series; default 64) and
+`prefetch` (with the host tier on, load the nearest agents' prefixes ahead; default true).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from sglang.srt.mem_cache.evict_policy import EvictionStrategy
 
 from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
+from scalesim.engine.sglang.kv_prefetch import prefetcher
 from scalesim.engine.sglang.lora_slots import tracker as adapters
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
 from scalesim.policy.eviction import make_priority
@@ -42,6 +44,7 @@ class StrategyConfig:
     order: str = "distance"
     learned: bool = True
     agent_series: int = DEFAULT_MAX_AGENT_SERIES
+    prefetch: bool = True  # host-to-device loads ahead of requests (with the host tier on)
 
 
 def parse_config(config: dict[str, Any] | None) -> StrategyConfig:
@@ -50,11 +53,12 @@ def parse_config(config: dict[str, Any] | None) -> StrategyConfig:
     unknown = config.keys() - StrategyConfig.__dataclass_fields__.keys()
     if unknown:
         raise ValueError(f"unknown {POLICY_NAME} eviction option(s) {sorted(unknown)} "
-                         f"(valid: order, learned, agent_series)")
+                         f"(valid: order, learned, agent_series, prefetch)")
     parsed = StrategyConfig(**config)
     make_priority(parsed.order)  # raises for an unknown order
-    if not isinstance(parsed.learned, bool):
-        raise ValueError(f"learned must be true or false, got {parsed.learned!r}")
+    for flag in ("learned", "prefetch"):
+        if not isinstance(getattr(parsed, flag), bool):
+            raise ValueError(f"{flag} must be true or false, got {getattr(parsed, flag)!r}")
     if isinstance(parsed.agent_series, bool) or not isinstance(parsed.agent_series, int) or parsed.agent_series < 0:
         raise ValueError(f"agent_series must be a non-negative integer, got {parsed.agent_series!r}")
     return parsed
@@ -69,6 +73,7 @@ class AgentDistanceStrategy(EvictionStrategy):
         self.state = current()
         self.state.learned_enabled = parsed.learned
         self.state.counters.max_agent_series = parsed.agent_series
+        prefetcher().enabled = parsed.prefetch
 
     def get_priority(self, node: Any) -> tuple:
         # version 0 and key None: SGLang compares (priority, node) tuples, and the unique
@@ -106,12 +111,16 @@ def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: An
             return
     state = current()
     state.tag_path(req, node)
-    adapters().note_request(state.agent_of(req), getattr(req, "lora_id", None))
+    agent = state.agent_of(req)
+    adapters().note_request(agent, getattr(req, "lora_id", None))
+    if agent is not None and node is not None:
+        prefetcher().note(cache, agent, node)
 
 
 @guarded
 def after_release(result: Any, cache: Any, req: Any, *args: Any, **kwargs: Any) -> None:
     current().on_release(req)
+    prefetcher().on_release(req)
 
 
 @guarded
@@ -140,3 +149,4 @@ def before_radix_delete_leaf(cache: Any, node: Any, *args: Any, **kwargs: Any) -
 @guarded
 def after_reset(result: Any, cache: Any, *args: Any, **kwargs: Any) -> None:
     current().reset_tree()
+    prefetcher().reset()

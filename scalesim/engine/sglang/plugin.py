@@ -14,7 +14,7 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, eviction, host_tier, lora_cpu_tier, lora_slots, targets
+from scalesim.engine.sglang import PLUGIN_NAME, eviction, host_tier, kv_prefetch, lora_cpu_tier, lora_slots, targets
 from scalesim.engine.sglang.messages import (
     ScaleSimAgentReq,
     ScaleSimDistancesReq,
@@ -63,6 +63,7 @@ def load() -> None:
         (targets.LORA_RESOLVE, lora_cpu_tier.around_resolve_lora_path, HookType.AROUND),
         (targets.LORA_REMOVE, lora_slots.around_remove_lora, HookType.AROUND),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
+        (targets.SCHEDULER_NEXT_BATCH, kv_prefetch.before_next_batch, HookType.BEFORE),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)
@@ -71,10 +72,24 @@ def load() -> None:
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())
 
 
-def plugin_state(scheduler: object) -> dict[str, Any]:
+def plugin_state(scheduler: Any) -> dict[str, Any]:
     """What the scheduler reports about ScaleSim under `/get_server_info` internal_states."""
     base = {"version": __version__, "sglang": SGLANG_VERSION, "active": True, "pid": os.getpid()}
-    return {**base, **current().report(), **lora_slots.tracker().report()}
+    return {**base, **current().report(), **lora_slots.tracker().report(), **kv_prefetch.prefetcher().report(),
+            "memory": memory_usage(scheduler)}
+
+
+def memory_usage(scheduler: Any) -> dict[str, int]:
+    """Token counts of the KV pools: idle, `device_free + evictable == device_total` and
+    `protected == 0` (nothing leaked or left locked)."""
+    cache = scheduler.tree_cache
+    out = {"device_total": int(scheduler.max_total_num_tokens),
+           "device_free": int(scheduler.token_to_kv_pool_allocator.available_size()),
+           "evictable": int(cache.evictable_size()), "protected": int(cache.protected_size())}
+    host = getattr(getattr(cache, "cache_controller", None), "mem_pool_host", None)
+    if host is not None:
+        out["host_total"], out["host_free"] = int(host.size), int(host.available_size())
+    return out
 
 
 def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:

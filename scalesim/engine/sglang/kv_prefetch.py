@@ -1,0 +1,199 @@
+"""Proactive host-to-device loads of the nearest agents' KV prefixes (SGLang's host tier).
+
+SGLang loads a prefix back from host memory only when its request is admitted. Between batches
+(a BEFORE hook on `Scheduler.get_next_batch_to_run`), after a distance update, this loads ahead
+the prefixes of the nearest agents (pushed distance within `LOOKAHEAD`, nearest first) whose
+latest prefix is in host memory only, and holds each on the device (a tree lock) until the
+agent's next request has used it, the agent is no longer near, or `HOLD_UPDATES` distance
+updates or `HOLD_STEPS` scheduler iterations pass (both counts are the same on every rank).
+Rules:
+
+- A demand load always goes first: nothing is prefetched while requests wait or SGLang has
+  loads queued, or when no load slot is free.
+- Never displace a nearer agent's state: a load must fit in free device memory plus evictable
+  state of farther agents (the eviction that makes room takes the farthest first).
+- Held prefixes are bounded (`MAX_HELD_FRACTION` of the device pool).
+- On GPU the load runs on SGLang's host-to-device stream and the compute stream waits on its
+  finish event; on CPU the copy is done when submitted.
+
+Counters (stats `host_kv`): `hits` (requests with prompt tokens loaded from host memory) and
+`host_tokens`, `prefetch_issued`, `prefetch_used`, `prefetch_wasted` (released unused),
+`prefetch_tokens`.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
+
+logger = logging.getLogger(__name__)
+
+LOOKAHEAD = 1.0
+HOLD_UPDATES = 3  # a hold ends after this many distance updates...
+HOLD_STEPS = 200  # ...or this many scheduler iterations (so a stalled simulation frees it too)
+MAX_HELD_FRACTION = 0.5
+CANDIDATES = 8  # nearest agents considered per scan
+
+
+@dataclass
+class Hold:
+    node_id: int
+    params: Any  # DecLockRefParams
+    tokens: int
+    epoch: int
+    step: int
+
+
+class KVPrefetcher:
+    def __init__(self) -> None:
+        self.enabled = True
+        self.latest: dict[str, weakref.ref] = {}  # agent -> its latest checkpointed node
+        self.held: dict[str, Hold] = {}
+        self.counters = {"hits": 0, "host_tokens": 0, "prefetch_issued": 0, "prefetch_used": 0,
+                         "prefetch_wasted": 0, "prefetch_tokens": 0}
+        self._scanned_pushes = -1
+        self.steps = 0  # scheduler iterations seen
+
+    # -- bookkeeping from the tree's events -------------------------------------------------
+
+    def note(self, cache: Any, agent: str, node: Any) -> None:
+        """The agent's request was checkpointed at `node`: its hold (if any) has been used."""
+        self.latest[agent] = weakref.ref(node)
+        hold = self.held.pop(agent, None)
+        if hold is not None:
+            cache.dec_lock_ref(hold.node_id, hold.params)
+            self.counters["prefetch_used"] += 1
+
+    def on_release(self, req: Any) -> None:
+        host = getattr(req, "cached_tokens_host", 0) or 0
+        if host > 0:
+            self.counters["hits"] += 1
+            self.counters["host_tokens"] += host
+
+    def reset(self) -> None:
+        """The tree was flushed: its locks went with it."""
+        self.held.clear()
+        self.latest.clear()
+
+    def report(self) -> dict[str, Any]:
+        return {"host_kv": {**self.counters, "held": len(self.held),
+                            "held_tokens": sum(h.tokens for h in self.held.values())}}
+
+    # -- the scan -------------------------------------------------------------------------
+
+    def step(self, scheduler: Any) -> None:
+        cache = scheduler.tree_cache
+        controller = getattr(cache, "cache_controller", None)
+        if not self.enabled or controller is None or not hasattr(cache, "load_back"):
+            return
+        state = current()
+        self.steps += 1
+        self._expire(cache, state)
+        if state.pushes_applied == self._scanned_pushes:
+            return  # nothing changed since the last scan
+        if scheduler.waiting_queue or controller.load_queue or not cache.has_free_load_back_slot():
+            return  # demand first; try again next iteration
+        self._scanned_pushes = state.pushes_applied
+        budget = int(MAX_HELD_FRACTION * scheduler.max_total_num_tokens) - sum(h.tokens for h in self.held.values())
+        for agent, distance in state.table.nearest(CANDIDATES):
+            if distance > LOOKAHEAD or budget <= 0:
+                break
+            if agent in self.held:
+                continue
+            node = _host_anchor(self.latest.get(agent, lambda: None)())
+            if node is None:
+                continue  # on the device already, or gone from host memory too
+            tokens = _host_only_tokens(node)
+            if tokens > budget or not self._fits(cache, tokens, distance):
+                continue
+            if not cache.load_back(node.id):
+                continue
+            producer = cache.ready_to_load_host_cache()
+            _order_after_load(controller, producer)
+            self.held[agent] = Hold(node.id, cache.inc_lock_ref(node.id).to_dec_params(), tokens,
+                                    state.table.epoch, self.steps)
+            budget -= tokens
+            self.counters["prefetch_issued"] += 1
+            self.counters["prefetch_tokens"] += tokens
+            if not cache.has_free_load_back_slot():
+                break
+
+    def _expire(self, cache: Any, state: Any) -> None:
+        for agent, hold in list(self.held.items()):
+            d = state.table.get(agent)  # pushed distances choose what is prefetched; so here
+            if (d is None or d > LOOKAHEAD or state.table.epoch - hold.epoch >= HOLD_UPDATES
+                    or self.steps - hold.step >= HOLD_STEPS):
+                cache.dec_lock_ref(hold.node_id, hold.params)
+                del self.held[agent]
+                self.counters["prefetch_wasted"] += 1
+
+    @staticmethod
+    def _fits(cache: Any, tokens: int, distance: float) -> bool:
+        """Free device memory plus evictable state of farther agents covers `tokens`."""
+        from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+        room = cache._component_available_size(ComponentType.FULL)
+        if room >= tokens:
+            return True
+        state = current()
+        for leaf in list(cache.tree_core.evictable_device_leaves):
+            # Evicting a leaf exposes its parent: count the chain that would go with it.
+            node = leaf
+            while (node.parent is not None and not node.evicted and len(node.children) <= 1
+                   and state.node_distance(node) > distance):
+                room += len(node.key)
+                node = node.parent
+            if room >= tokens:
+                return True
+        return False
+
+
+def _host_anchor(node: Any) -> Any:
+    """The deepest node of the agent's path that is in host memory and not on the device
+    (its generated tail may have been dropped without a host copy), or None."""
+    while node is not None and node.parent is not None and node.evicted:
+        if node.backuped:
+            return node
+        node = node.parent
+    return None
+
+
+def _host_only_tokens(node: Any) -> int:
+    """Tokens on the path from `node` up to its first ancestor still on the device."""
+    tokens = 0
+    while node is not None and node.parent is not None and node.evicted:
+        tokens += len(node.key)
+        node = node.parent
+    return tokens
+
+
+def _order_after_load(controller: Any, producer: int) -> None:
+    """GPU: later kernels wait for the load on the device (no host wait). CPU: already done."""
+    import torch
+
+    if producer < 0 or not torch.cuda.is_available():
+        return
+    event = controller.layer_done_counter.events[producer].finish_event
+    torch.cuda.current_stream().wait_event(event)
+
+
+_PREFETCHER: KVPrefetcher | None = None
+
+
+def prefetcher() -> KVPrefetcher:
+    global _PREFETCHER
+    if _PREFETCHER is None:
+        _PREFETCHER = KVPrefetcher()
+    return _PREFETCHER
+
+
+@guarded
+def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
+    prefetcher().step(scheduler)
+
+
+__all__ = ["KVPrefetcher", "LOOKAHEAD", "UNKNOWN", "before_next_batch", "prefetcher"]
