@@ -202,8 +202,8 @@ def test_concurrent_pushes_and_requests_never_mix_adapters(servers, peft_referen
     assert errors == []
     assert lora_stats(server)["prefetch_issued"] > 0
     metrics = requests.get(server.base_url + "/metrics", timeout=30).text
-    assert 'scalesim_lora_events_total{event="hits",tier="slot"}' in metrics
-    assert 'scalesim_lora_events_total{event="misses",tier="cpu"}' in metrics
+    assert 'scalesim_memory_events_total{event="hits",tier="slot"}' in metrics
+    assert 'scalesim_memory_events_total{event="misses",tier="cpu"}' in metrics
 
 
 def test_registering_adapters_by_path_checks_them(servers, default_model, tmp_path):

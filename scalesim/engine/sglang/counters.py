@@ -109,15 +109,16 @@ class _Prometheus:
 
 
 class TierCounters:
-    """Named event counters of one adapter tier (`slot` or `cpu`), mirrored to Prometheus as
-    `scalesim_lora_events_total{tier, event}` and `scalesim_lora_wait_seconds_total{tier}` once
-    `enable_prometheus` is called (SGLang's `--enable-metrics`)."""
+    """Named event counters of one memory tier (`slot`, `cpu`: LoRA adapters; `host_kv`: the
+    host KV tier), mirrored to Prometheus as `scalesim_memory_events_total{tier, event}` and
+    `scalesim_memory_wait_seconds_total{tier}` once `enable_prometheus` is called (SGLang's
+    `--enable-metrics`)."""
 
     EVENTS = ("hits", "misses", "prefetch_issued", "prefetch_used", "prefetch_wasted", "prefetch_skipped_for_demand")
 
-    def __init__(self, tier: str) -> None:
+    def __init__(self, tier: str, extra: tuple[str, ...] = ()) -> None:
         self.tier = tier
-        self.values: dict[str, int] = dict.fromkeys(self.EVENTS, 0)
+        self.values: dict[str, int] = dict.fromkeys((*self.EVENTS, *extra), 0)
         self.wait_seconds = 0.0
         self._events: Any = None
         self._wait: Any = None
@@ -137,22 +138,22 @@ class TierCounters:
 
     def enable_prometheus(self) -> None:
         if self._events is None:
-            self._events, self._wait = _lora_series()
+            self._events, self._wait = _tier_series()
 
     def report(self) -> dict[str, Any]:
         return {**self.values, "wait_seconds": self.wait_seconds}
 
 
-_LORA_SERIES: tuple[Any, Any] | None = None
+_TIER_SERIES: tuple[Any, Any] | None = None
 
 
-def _lora_series() -> tuple[Any, Any]:
-    global _LORA_SERIES
-    if _LORA_SERIES is None:
+def _tier_series() -> tuple[Any, Any]:
+    global _TIER_SERIES
+    if _TIER_SERIES is None:
         from prometheus_client import Counter
 
-        _LORA_SERIES = (
-            Counter("scalesim_lora_events", "LoRA adapter events by tier", ["tier", "event"]),
-            Counter("scalesim_lora_wait_seconds", "Time requests waited for adapter loads", ["tier"]),
+        _TIER_SERIES = (
+            Counter("scalesim_memory_events", "Memory tier events (hits, misses, prefetches)", ["tier", "event"]),
+            Counter("scalesim_memory_wait_seconds", "Time requests waited for loads, by tier", ["tier"]),
         )
-    return _LORA_SERIES
+    return _TIER_SERIES

@@ -16,18 +16,22 @@ Rules:
 - On GPU the load runs on SGLang's host-to-device stream and the compute stream waits on its
   finish event; on CPU the copy is done when submitted.
 
-Counters (stats `host_kv`): `hits` (requests with prompt tokens loaded from host memory) and
-`host_tokens`, `prefetch_issued`, `prefetch_used`, `prefetch_wasted` (released unused),
-`prefetch_tokens`.
+Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
+tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
+`prefetch_wasted` (released unused), `prefetch_tokens`, `bytes_h2d` and `bytes_d2h` (all
+transfers, demand and prefetch), and `wait_seconds`: time the scheduler spent starting demand
+loads (on CPU the copy itself; on GPU only the launch, as the batch then waits on the device).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from scalesim.engine.sglang.counters import TierCounters
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
 
 logger = logging.getLogger(__name__)
@@ -53,8 +57,8 @@ class KVPrefetcher:
         self.enabled = True
         self.latest: dict[str, weakref.ref] = {}  # agent -> its latest checkpointed node
         self.held: dict[str, Hold] = {}
-        self.counters = {"hits": 0, "host_tokens": 0, "prefetch_issued": 0, "prefetch_used": 0,
-                         "prefetch_wasted": 0, "prefetch_tokens": 0}
+        self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h"))
+        self.prefetching = False
         self._scanned_pushes = -1
         self.steps = 0  # scheduler iterations seen
 
@@ -66,13 +70,17 @@ class KVPrefetcher:
         hold = self.held.pop(agent, None)
         if hold is not None:
             cache.dec_lock_ref(hold.node_id, hold.params)
-            self.counters["prefetch_used"] += 1
+            self.counters.add("prefetch_used")
 
     def on_release(self, req: Any) -> None:
+        if not req.finished():
+            return
         host = getattr(req, "cached_tokens_host", 0) or 0
         if host > 0:
-            self.counters["hits"] += 1
-            self.counters["host_tokens"] += host
+            self.counters.add("hits")
+            self.counters.add("host_tokens", host)
+        elif not req.cached_tokens:
+            self.counters.add("misses")  # nothing cached in either tier
 
     def reset(self) -> None:
         """The tree was flushed: its locks went with it."""
@@ -80,7 +88,7 @@ class KVPrefetcher:
         self.latest.clear()
 
     def report(self) -> dict[str, Any]:
-        return {"host_kv": {**self.counters, "held": len(self.held),
+        return {"host_kv": {**self.counters.report(), "held": len(self.held),
                             "held_tokens": sum(h.tokens for h in self.held.values())}}
 
     # -- the scan -------------------------------------------------------------------------
@@ -112,13 +120,17 @@ class KVPrefetcher:
                 continue
             if not cache.load_back(node.id):
                 continue
-            producer = cache.ready_to_load_host_cache()
+            self.prefetching = True
+            try:
+                producer = cache.ready_to_load_host_cache()
+            finally:
+                self.prefetching = False
             _order_after_load(controller, producer)
             self.held[agent] = Hold(node.id, cache.inc_lock_ref(node.id).to_dec_params(), tokens,
                                     state.table.epoch, self.steps)
             budget -= tokens
-            self.counters["prefetch_issued"] += 1
-            self.counters["prefetch_tokens"] += tokens
+            self.counters.add("prefetch_issued")
+            self.counters.add("prefetch_tokens", tokens)
             if not cache.has_free_load_back_slot():
                 break
 
@@ -129,7 +141,7 @@ class KVPrefetcher:
                     or self.steps - hold.step >= HOLD_STEPS):
                 cache.dec_lock_ref(hold.node_id, hold.params)
                 del self.held[agent]
-                self.counters["prefetch_wasted"] += 1
+                self.counters.add("prefetch_wasted")
 
     @staticmethod
     def _fits(cache: Any, tokens: int, distance: float) -> bool:
@@ -194,6 +206,28 @@ def prefetcher() -> KVPrefetcher:
 @guarded
 def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     prefetcher().step(scheduler)
+
+
+def around_start_loading(original: Any, controller: Any, *args: Any, **kwargs: Any) -> Any:
+    """`HiCacheController.start_loading`: bytes moved host to device; demand loads' time."""
+    p = prefetcher()
+    before = len(controller.ack_load_queue)
+    start = time.perf_counter()
+    result = original(controller, *args, **kwargs)
+    if len(controller.ack_load_queue) > before:
+        p.counters.add("bytes_h2d", int(controller.ack_load_queue[-1].num_bytes or 0))
+        if not p.prefetching:
+            p.counters.waited(time.perf_counter() - start)
+    return result
+
+
+def around_start_writing(original: Any, controller: Any, *args: Any, **kwargs: Any) -> Any:
+    """`HiCacheController.start_writing`: bytes moved device to host (write-through, demotion)."""
+    before = len(controller.ack_write_queue)
+    result = original(controller, *args, **kwargs)
+    if len(controller.ack_write_queue) > before:
+        prefetcher().counters.add("bytes_d2h", int(controller.ack_write_queue[-1].num_bytes or 0))
+    return result
 
 
 __all__ = ["KVPrefetcher", "LOOKAHEAD", "UNKNOWN", "before_next_batch", "prefetcher"]

@@ -64,6 +64,8 @@ def load() -> None:
         (targets.LORA_REMOVE, lora_slots.around_remove_lora, HookType.AROUND),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
         (targets.SCHEDULER_NEXT_BATCH, kv_prefetch.before_next_batch, HookType.BEFORE),
+        (targets.HICACHE_START_LOADING, kv_prefetch.around_start_loading, HookType.AROUND),
+        (targets.HICACHE_START_WRITING, kv_prefetch.around_start_writing, HookType.AROUND),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)
@@ -111,6 +113,7 @@ def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: An
     if get_observability().enable_metrics:
         state.counters.enable_prometheus()
         lora_slots.tracker().counters.enable_prometheus()
+        kv_prefetch.prefetcher().counters.enable_prometheus()
 
     # Both fire and forget: the HTTP process already answered.
     def on_distances(req: ScaleSimDistancesReq) -> None:

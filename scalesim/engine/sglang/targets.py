@@ -34,6 +34,8 @@ LORA_POLICY_FACTORY = "sglang.srt.lora.mem_pool.get_eviction_policy"
 LORA_FETCH = "sglang.srt.lora.lora_manager.LoRAManager.fetch_new_loras"
 SCHEDULER_NEXT_BATCH = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run"
 LORA_RESOLVE = "sglang.srt.managers.tokenizer_manager.TokenizerManager._resolve_lora_path"
+HICACHE_START_LOADING = "sglang.srt.managers.cache_controller.HiCacheController.start_loading"
+HICACHE_START_WRITING = "sglang.srt.managers.cache_controller.HiCacheController.start_writing"
 HOST_POOL_ALLOCATORS = "sglang.srt.mem_cache.pool_host.common.ALLOC_MEMORY_FUNCS"
 LORA_REMOVE = "sglang.srt.lora.mem_pool.LoRAMemoryPool.remove_lora"
 LORA_CPU_VICTIM = "sglang.srt.lora.lora_registry.LoRARegistry.lru_lora_name"
@@ -77,6 +79,8 @@ HOOK_TARGETS: tuple[str, ...] = (
     LORA_RESOLVE,
     LORA_REMOVE,
     HOST_POOL_ALLOCATORS,
+    HICACHE_START_LOADING,
+    HICACHE_START_WRITING,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 
