@@ -82,8 +82,8 @@ def plugin_state(scheduler: Any) -> dict[str, Any]:
 
 
 def memory_usage(scheduler: Any) -> dict[str, int]:
-    """Token counts of the KV pools: idle, `device_free + evictable == device_total` and
-    `protected == 0` (nothing leaked or left locked)."""
+    """Token counts of the KV pools: idle, `device_free + evictable == device_total`,
+    `protected == 0` and `host_free + host_in_tree == host_total` (nothing leaked or locked)."""
     cache = scheduler.tree_cache
     out = {"device_total": int(scheduler.max_total_num_tokens),
            "device_free": int(scheduler.token_to_kv_pool_allocator.available_size()),
@@ -91,7 +91,22 @@ def memory_usage(scheduler: Any) -> dict[str, int]:
     host = getattr(getattr(cache, "cache_controller", None), "mem_pool_host", None)
     if host is not None:
         out["host_total"], out["host_free"] = int(host.size), int(host.available_size())
+        out["host_in_tree"] = _host_tokens_in_tree(cache)
     return out
+
+
+def _host_tokens_in_tree(cache: Any) -> int:
+    """Host-pool tokens the radix tree references (a walk: for the stats route, not hot paths)."""
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    total, stack = 0, [cache.tree_core.root_node]
+    while stack:
+        node = stack.pop()
+        host_value = node.component_data[ComponentType.FULL].host_value
+        if host_value is not None:
+            total += len(host_value)
+        stack.extend(node.children.values())
+    return total
 
 
 def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:
