@@ -84,8 +84,18 @@ def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_se
     for server in (host_server, host_server_no_prefetch):
         s = Session(server, f"ahead-{server.cache_kind}")
         assert [s.generate(a) for a in "ABCDE"] == [0] * 5  # A and B now live in host memory only
+        issued = scheduler_stats(server)["host_kv"]["prefetch_issued"]
         s.push({"A": 0.0})
-        time.sleep(0.5)  # the simulation's own work; the scheduler prefetches meanwhile
+        # The simulation's own work between steps; the scheduler prefetches meanwhile. Wait for
+        # the push to be handled (a scan happens with it), not for a fixed time.
+        pushes = s._epoch
+        for _ in range(100):
+            stats = scheduler_stats(server)
+            expect_prefetch = server is host_server
+            if stats["distance_epoch"] == pushes and (stats["host_kv"]["prefetch_issued"] > issued
+                                                      or not expect_prefetch):
+                break
+            time.sleep(0.1)
         found[server.cache_kind] = _details(server, "A", s)
     assert found["host"] == {"device": PREFIX + TAIL, "host": 0}
     assert found["host-noprefetch"]["device"] < PREFIX and found["host-noprefetch"]["host"] > 0
