@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalesim.engine.sglang.counters import TierCounters
+from scalesim.engine.sglang.device_copy import copier_for
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
 
 logger = logging.getLogger(__name__)
@@ -184,13 +185,10 @@ def _host_only_tokens(node: Any) -> int:
 
 
 def _order_after_load(controller: Any, producer: int) -> None:
-    """GPU: later kernels wait for the load on the device (no host wait). CPU: already done."""
-    import torch
-
-    if producer < 0 or not torch.cuda.is_available():
-        return
-    event = controller.layer_done_counter.events[producer].finish_event
-    torch.cuda.current_stream().wait_event(event)
+    """Later compute waits for the prefetch's load (on the device, for CUDA)."""
+    if producer >= 0:
+        device = controller.mem_pool_device_allocator.device
+        copier_for(device).order_after(controller.layer_done_counter.events[producer].finish_event)
 
 
 _PREFETCHER: KVPrefetcher | None = None

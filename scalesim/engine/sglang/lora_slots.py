@@ -14,12 +14,12 @@ prefetch:
   adapters of the nearest agents (distance within `LOOKAHEAD`) that are not in a slot are
   loaded, nearest first, into a free slot or the slot of a farther agent's adapter, never one
   of the running or last batch or of a waiting request. When a waiting request's adapter is not
-  in a slot, no prefetch runs: the demand load goes first. On GPU the copy runs on a side stream
-  and the compute stream waits on its event, so it overlaps the batch in flight. On CPU a
-  background worker thread copies; the scheduler thread stays the only owner of the slot maps:
-  it reserves the slot (the adapter counts as resident), and any use of that slot (a batch
-  that needs the adapter, a choice of victim, an unload) first waits for the copy to land. Each
-  job carries the slot's generation: a job whose slot changed hands before it started is dropped.
+  in a slot, no prefetch runs: the demand load goes first. The copy overlaps compute through
+  `device_copy` (a side stream and an event on GPU, a worker thread on CPU). The scheduler
+  thread stays the only owner of the slot maps: it reserves the slot (the adapter counts as
+  resident), and any use of that slot (a batch that needs the adapter, a choice of victim, an
+  unload) first waits for the copy to land. Each job carries the slot's generation: a job whose
+  slot changed hands before it started is dropped.
 - **Metrics**: slot hits and misses (a request's adapter found in a slot, or loaded on the
   request path: a demand load), prefetch loads issued / used / wasted (evicted before any
   use), and the time batches spent on demand loads (`wait_seconds`).
@@ -38,6 +38,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from scalesim.engine.sglang.counters import TierCounters
+from scalesim.engine.sglang.device_copy import Copier, copier_for
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState, current, guarded
 from scalesim.policy.eviction import DistancePriority
 
@@ -259,33 +260,20 @@ def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, fl
 
 
 def _load(manager: Any, uid: str, keep: set, victim: str | None) -> None:
-    import torch
-
     t = tracker()
     t.prefetching = True
     try:
-        if torch.cuda.is_available() and str(manager.device).startswith("cuda"):
-            stream = _side_stream()
-            with torch.cuda.stream(stream):
-                manager.fetch_new_loras({uid}, keep)
-                event = torch.cuda.Event()
-                event.record(stream)
-            # The compute stream waits on the device, not the host: the copy overlaps the
-            # batch already queued, and no later kernel can read the slot before it lands.
-            torch.cuda.current_stream().wait_event(event)
-        else:
-            worker().submit(manager, uid, victim)
+        worker(manager.device).submit(manager, uid, victim)
     finally:
         t.prefetching = False
 
 
 class SlotWorker:
-    """CPU prefetch: one background thread copying adapter weights into reserved slots."""
+    """Prefetch copies of adapter weights into reserved slots, overlapped by a `Copier`
+    (a side stream on CUDA, a worker thread on CPU); the slot maps stay with the caller."""
 
-    def __init__(self) -> None:
-        import concurrent.futures
-
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalesim-lora")
+    def __init__(self, copier: Copier) -> None:
+        self.copier = copier
         self.pending: dict[str, tuple[int, Any]] = {}  # lora_id -> (slot, future)
         self.generation: dict[int, int] = defaultdict(int)  # slot -> times it was (re)assigned
 
@@ -313,7 +301,7 @@ class SlotWorker:
                                             manager.embed_tokens_module, manager.lm_head_module)
             return True
 
-        self.pending[uid] = (slot, self._pool.submit(copy))
+        self.pending[uid] = (slot, self.copier.submit(copy))
 
     def finish(self, uid: str) -> tuple[int, bool]:
         """Wait for `uid`'s copy; return its slot and whether the copy landed."""
@@ -350,10 +338,10 @@ class SlotWorker:
 _WORKER: SlotWorker | None = None
 
 
-def worker() -> SlotWorker:
+def worker(device: Any = "cpu") -> SlotWorker:
     global _WORKER
     if _WORKER is None:
-        _WORKER = SlotWorker()
+        _WORKER = SlotWorker(copier_for(device))
     return _WORKER
 
 
@@ -362,15 +350,3 @@ def around_remove_lora(original: Any, pool: Any, uid: str, *args: Any, **kwargs:
     if _WORKER is not None and uid in _WORKER.pending:
         _WORKER.finish(uid)
     return original(pool, uid, *args, **kwargs)
-
-
-_STREAM = None
-
-
-def _side_stream():
-    global _STREAM
-    if _STREAM is None:
-        import torch
-
-        _STREAM = torch.cuda.Stream()
-    return _STREAM

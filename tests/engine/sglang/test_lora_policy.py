@@ -8,6 +8,7 @@ import pytest
 
 from scalesim.distance import DistanceTable
 from scalesim.engine.sglang import lora_slots, scheduler_state
+from scalesim.engine.sglang.device_copy import ThreadCopier
 from scalesim.engine.sglang.launch import with_plugin_defaults
 from scalesim.engine.sglang.lora_cpu_tier import CpuTier
 from scalesim.engine.sglang.lora_slots import POLICY_ENV, DistanceLoRAPolicy
@@ -140,7 +141,7 @@ def test_background_slot_copy_is_reserved_then_lands_before_use(slots):
     hold = threading.Event()
     pool = FakePool(2, hold)
     manager = FakeManager(pool)
-    worker = lora_slots.SlotWorker()
+    worker = lora_slots.SlotWorker(ThreadCopier())
     worker.submit(manager, "u1", victim=None)
     # Reserved at once: SGLang sees the adapter in slot 0 and will not hand the slot to another.
     assert pool.uid_to_buffer_id == {"u1": 0} and pool.buffer_id_to_uid[0] == "u1"
@@ -157,7 +158,7 @@ def test_background_slot_copy_dropped_when_its_slot_changed_hands_first(slots):
     hold = threading.Event()
     pool = FakePool(2, hold)
     manager = FakeManager(pool)
-    worker = lora_slots.SlotWorker()
+    worker = lora_slots.SlotWorker(ThreadCopier())
     worker.submit(manager, "u1", victim=None)  # occupies the worker until `hold` is set
     worker.submit(manager, "u2", victim=None)  # queued behind it, slot 1, generation 1
     worker.generation[1] += 1  # slot 1 given to someone else before the copy started
@@ -166,3 +167,11 @@ def test_background_slot_copy_dropped_when_its_slot_changed_hands_first(slots):
     assert future.result(5) is False
     worker.wait(manager, ["u1", "u2"])
     assert pool.copied == [("u1", 0)]
+
+
+def test_copier_is_chosen_once_per_device_type():
+    from scalesim.engine.sglang.device_copy import copier_for
+
+    cpu = copier_for("cpu")
+    assert isinstance(cpu, ThreadCopier) and copier_for("cpu") is cpu
+    assert cpu.submit(lambda: 7).result(5) == 7 and cpu.order_after(object()) is None
