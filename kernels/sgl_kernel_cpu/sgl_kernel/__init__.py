@@ -21,7 +21,7 @@ import ctypes
 
 import torch
 
-from sgl_kernel._missing import missing_kernel
+from sgl_kernel._missing import missing_kernels
 
 
 
@@ -90,6 +90,4 @@ _SPECULATIVE_KERNELS = (
     "fill_accept_out_cache_loc_cpu",
     "fill_bonus_tokens_cpu",
 )
-for _name in _SPECULATIVE_KERNELS:
-    globals()[_name] = missing_kernel(__name__, _name)
-del _name
+globals().update(missing_kernels(__name__, _SPECULATIVE_KERNELS))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 
 def missing_kernel(module_name: str, name: str) -> Callable[..., None]:
@@ -22,3 +22,8 @@ def missing_kernel(module_name: str, name: str) -> Callable[..., None]:
     missing.__name__ = name
     missing.__qualname__ = name
     return missing
+
+
+def missing_kernels(module_name: str, names: Iterable[str]) -> dict[str, Callable[..., None]]:
+    """`missing_kernel` for each name, for a module's `globals().update(...)`."""
+    return {name: missing_kernel(module_name, name) for name in names}

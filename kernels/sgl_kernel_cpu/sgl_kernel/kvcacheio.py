@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sgl_kernel._missing import missing_kernel
+from sgl_kernel._missing import missing_kernels
 
 
 def transfer_kv_direct(
@@ -52,7 +52,6 @@ _NOT_IMPLEMENTED = (
     "transfer_kv_per_layer_pf_lf",
     "transfer_kv_per_layer_ph_lf",
 )
-for _name in _NOT_IMPLEMENTED:
-    globals()[_name] = missing_kernel(__name__, _name)
+globals().update(missing_kernels(__name__, _NOT_IMPLEMENTED))
 
 __all__ = ["transfer_kv_direct", *_NOT_IMPLEMENTED]

@@ -43,13 +43,13 @@ class AgentCounters:
 
     def prefill(self, agent: str | None, cached: int, recomputed: int) -> None:
         label = self.label(agent)
-        result = "hit" if cached > 0 else "miss"
+        hit = cached > 0
         for bucket in (self.total, self.per_agent[label]):
-            bucket["hits" if cached > 0 else "misses"] += 1
+            bucket["hits" if hit else "misses"] += 1
             bucket["cached_tokens"] += cached
             bucket["recomputed_tokens"] += recomputed
         if self._prometheus is not None:
-            self._prometheus.prefill(label, result, cached, recomputed)
+            self._prometheus.prefill(label, "hit" if hit else "miss", cached, recomputed)
 
     def evicted(self, agent: str | None, reason: str, tokens: int) -> None:
         """One evicted node in one owner's series (called once per owner; `evicted_node` counts
@@ -120,6 +120,7 @@ class TierCounters:
         self.tier = tier
         self.values: dict[str, int] = dict.fromkeys((*self.EVENTS, *extra), 0)
         self.wait_seconds = 0.0
+        self.prefetched: set[Any] = set()  # loaded ahead, not used yet
         self._events: Any = None
         self._wait: Any = None
 
@@ -127,6 +128,26 @@ class TierCounters:
         self.values[event] += n
         if self._events is not None:
             self._events.labels(self.tier, event).inc(n)
+
+    def prefetch_issued(self, key: Any) -> None:
+        self.prefetched.add(key)
+        self.add("prefetch_issued")
+
+    def looked_up(self, key: Any, found: bool) -> None:
+        """A request needed `key`: a hit (and a used prefetch) if it was there, else a miss."""
+        if not found:
+            self.add("misses")
+            return
+        self.add("hits")
+        if key in self.prefetched:
+            self.prefetched.discard(key)
+            self.add("prefetch_used")
+
+    def evicted(self, key: Any) -> None:
+        """`key` left the tier: a prefetch nobody used was wasted."""
+        if key in self.prefetched:
+            self.prefetched.discard(key)
+            self.add("prefetch_wasted")
 
     def waited(self, seconds: float) -> None:
         self.wait_seconds += seconds

@@ -28,8 +28,8 @@ from sglang.srt.mem_cache.evict_policy import EvictionStrategy
 from scalesim.engine.sglang.counters import DEFAULT_MAX_AGENT_SERIES
 from scalesim.engine.sglang.kv_prefetch import prefetcher
 from scalesim.engine.sglang.lora_slots import tracker as adapters
-from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
-from scalesim.policy.eviction import make_priority
+from scalesim.engine.sglang.scheduler_state import current, guarded
+from scalesim.policy.eviction import UNKNOWN, make_priority
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def parse_config(config: dict[str, Any] | None) -> StrategyConfig:
     config = dict(config or {})
     unknown = config.keys() - StrategyConfig.__dataclass_fields__.keys()
     if unknown:
-        raise ValueError(f"unknown {POLICY_NAME} eviction option(s) {sorted(unknown)} "
-                         f"(valid: order, learned, agent_series, prefetch)")
+        valid = ", ".join(StrategyConfig.__dataclass_fields__)
+        raise ValueError(f"unknown {POLICY_NAME} eviction option(s) {sorted(unknown)} (valid: {valid})")
     parsed = StrategyConfig(**config)
     make_priority(parsed.order)  # raises for an unknown order
     for flag in ("learned", "prefetch"):

@@ -33,7 +33,7 @@ from typing import Any
 
 from scalesim.engine.sglang.counters import TierCounters
 from scalesim.engine.sglang.device_copy import copier_for
-from scalesim.engine.sglang.scheduler_state import UNKNOWN, current, guarded
+from scalesim.engine.sglang.scheduler_state import current, guarded
 
 logger = logging.getLogger(__name__)
 
@@ -228,4 +228,4 @@ def around_start_writing(original: Any, controller: Any, *args: Any, **kwargs: A
     return result
 
 
-__all__ = ["KVPrefetcher", "LOOKAHEAD", "UNKNOWN", "before_next_batch", "prefetcher"]
+__all__ = ["KVPrefetcher", "LOOKAHEAD", "before_next_batch", "prefetcher"]

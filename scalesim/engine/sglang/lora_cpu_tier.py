@@ -37,7 +37,6 @@ class CpuTier:
     def __init__(self, table: DistanceTable) -> None:
         self.table = table
         self.agents_of: dict[str, set[str]] = defaultdict(set)  # adapter name -> agents
-        self.prefetched: set[str] = set()
         # Adapters named by requests still in this process (between arrival and response): a
         # request reloads its adapter and only then takes SGLang's reference on it, so another
         # load in between must not unload it again.
@@ -56,13 +55,7 @@ class CpuTier:
         return min((view.get(a, math.inf) for a in self.agents_of.get(adapter, ())), default=math.inf)
 
     def on_request(self, adapter: str, loaded: set[str]) -> None:
-        if adapter in loaded:
-            self.counters.add("hits")
-            if adapter in self.prefetched:
-                self.prefetched.discard(adapter)
-                self.counters.add("prefetch_used")
-        else:
-            self.counters.add("misses")
+        self.counters.looked_up(adapter, adapter in loaded)
 
     def begin(self, adapter: str) -> None:
         self.in_use[adapter] += 1
@@ -86,9 +79,7 @@ class CpuTier:
             return None
         order = {n: i for i, n in enumerate(names)}
         chosen = min(names, key=lambda n: (-self.distance(n), order[n]))
-        if chosen in self.prefetched:
-            self.prefetched.discard(chosen)
-            self.counters.add("prefetch_wasted")
+        self.counters.evicted(chosen)
         return chosen
 
     # -- prefetch -------------------------------------------------------------------------
@@ -96,9 +87,8 @@ class CpuTier:
     def plan(self, registry: dict[str, Any], known: dict[str, Any], capacity: int | None) -> list[str]:
         """Unloaded adapters of agents due within `LOOKAHEAD`, nearest first, that may displace
         a loaded one (a free place, or a loaded adapter needed later than it)."""
-        wanted = sorted(
-            ((self.distance(n), n) for n in known if n not in registry and self.distance(n) <= LOOKAHEAD),
-        )
+        unloaded = ((self.distance(n), n) for n in known if n not in registry)
+        wanted = sorted((d, n) for d, n in unloaded if d <= LOOKAHEAD)
         if capacity is None:
             return [n for _, n in wanted]
         loaded = sorted((self.distance(n) for n, ref in registry.items() if not ref.pinned), reverse=True)
@@ -134,8 +124,7 @@ class CpuTier:
                 result = await tm.load_lora_adapter(LoadLoRAAdapterReqInput(
                     lora_name=ref.lora_name, lora_path=ref.lora_path, pinned=ref.pinned))
                 if result.success:
-                    self.prefetched.add(name)
-                    self.counters.add("prefetch_issued")
+                    self.counters.prefetch_issued(name)
                 elif "already loaded" not in (result.error_message or ""):
                     logger.warning("ScaleSim: prefetch of adapter %s failed: %s", name, result.error_message)
                     break

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections import defaultdict
 from typing import Any, Iterable
 
 from scalesim.engine.sglang.counters import TierCounters
 from scalesim.engine.sglang.device_copy import Copier, copier_for
-from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState, current, guarded
+from scalesim.engine.sglang.scheduler_state import SchedulerState, current, guarded
 from scalesim.policy.eviction import DistancePriority
 
 logger = logging.getLogger(__name__)
@@ -57,9 +56,7 @@ class AdapterTracker:
         self.agents_of: dict[str, set[str]] = defaultdict(set)  # lora_id -> agents
         self.registered: dict[str, str] = {}  # agent -> adapter name (registrations)
         self._unresolved: dict[str, str] = {}  # registered, adapter not yet seen loaded
-        self.prefetched: set[str] = set()  # lora_ids loaded ahead and not used yet
         self.counters = TierCounters("slot")  # misses are demand loads, on the request path
-        self.prefetching = False
         self.last_batch: set = set()
 
     def register(self, adapters: dict[str, str]) -> None:
@@ -79,10 +76,7 @@ class AdapterTracker:
             self.agents_of[lora_id].add(agent)
 
     def distance(self, lora_id: str | None) -> float:
-        agents = self.agents_of.get(lora_id) if lora_id is not None else None
-        if not agents:
-            return UNKNOWN
-        return min(self.state.distance(a) for a in agents)
+        return self.state.nearest(self.agents_of.get(lora_id, ()) if lora_id is not None else ())
 
     def report(self) -> dict[str, Any]:
         return {"lora": {**self.counters.report(), "adapters_with_agents": len(self.agents_of),
@@ -136,10 +130,7 @@ class DistanceLoRAPolicy:
             return
         self._last_used.pop(uid, None)
         self._first_use.pop(uid, None)
-        t = self.tracker
-        if uid in t.prefetched:
-            t.prefetched.discard(uid)
-            t.counters.add("prefetch_wasted")
+        self.tracker.counters.evicted(uid)
 
 
 def _no_victim(candidates: set) -> None:
@@ -163,14 +154,13 @@ def around_fetch_new_loras(original: Any, manager: Any, new_loras: set, running_
     """Count the slot hits and demand loads of a batch about to run (not prefetch's own
     calls); the time a batch spends on demand loads is time its requests waited."""
     t = tracker()
-    if t.prefetching:
-        return original(manager, new_loras, running_loras, *args, **kwargs)
+    uids = set(new_loras) | set(running_loras)
     demand = 0
     start = time.perf_counter()
     if _WORKER is not None and _WORKER.pending:
-        _WORKER.wait(manager, set(new_loras) | set(running_loras))
+        _WORKER.wait(manager, uids)
     try:
-        demand = _count_batch(t, manager, set(new_loras) | set(running_loras))
+        demand = _count_batch(t, manager, uids)
     except Exception:
         t.state.hook_errors += 1
     result = original(manager, new_loras, running_loras, *args, **kwargs)
@@ -184,14 +174,8 @@ def _count_batch(t: AdapterTracker, manager: Any, uids: set) -> int:
     resident = manager.memory_pool.uid_to_buffer_id
     demand = 0
     for uid in uids - t.last_batch - {None}:
-        if uid in resident:
-            t.counters.add("hits")
-            if uid in t.prefetched:
-                t.prefetched.discard(uid)
-                t.counters.add("prefetch_used")
-        else:
-            t.counters.add("misses")
-            demand += 1
+        t.counters.looked_up(uid, uid in resident)
+        demand += uid not in resident
     t.last_batch = uids
     return demand
 
@@ -236,9 +220,8 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
             victim = policy.select_victim(victims)
             if not t.distance(victim) > distance:
                 return  # never displace an adapter needed as soon or sooner
-        _load(manager, uid, keep, victim)
-        t.prefetched.add(uid)
-        t.counters.add("prefetch_issued")
+        worker(manager.device).submit(manager, uid, victim)
+        t.counters.prefetch_issued(uid)
 
 
 def _pinned(manager: Any, uid: str) -> bool:
@@ -253,19 +236,10 @@ def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, fl
     for uid, agents in t.agents_of.items():
         if uid in resident or uid not in manager.loras:
             continue
-        d = min((t.state.distance(a) for a in agents), default=math.inf)
+        d = t.state.nearest(agents)
         if d <= LOOKAHEAD:
             by_uid[uid] = d
     return sorted(by_uid.items(), key=lambda kv: (kv[1], kv[0]))
-
-
-def _load(manager: Any, uid: str, keep: set, victim: str | None) -> None:
-    t = tracker()
-    t.prefetching = True
-    try:
-        worker(manager.device).submit(manager, uid, victim)
-    finally:
-        t.prefetching = False
 
 
 class SlotWorker:

@@ -137,6 +137,13 @@ _agents = AgentRegistry()
 _cpu_tier = lora_cpu_tier.install(_table)
 
 
+def _tokenizer_manager() -> Any:
+    """SGLang's tokenizer manager in this (the HTTP server's) process."""
+    from sglang.srt.entrypoints.http_server import get_global_state
+
+    return get_global_state().tokenizer_manager
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -161,13 +168,11 @@ def _check_fields(body: dict[str, Any], allowed: set[str], required: set[str]) -
 
 
 def _apply_and_forward(epoch: Any, distances: Any, *, unit: Any = None, ttl: Any = None, replace: Any = False) -> dict:
-    from sglang.srt.entrypoints.http_server import get_global_state
-
     if not isinstance(replace, bool):
         raise DistanceError(f"replace must be true or false, got {replace!r}")
     changed = _table.update(distances, epoch, unit=unit, ttl=ttl, replace=replace)
     clean = {a: float(d) for a, d in distances.items()}
-    tm = get_global_state().tokenizer_manager
+    tm = _tokenizer_manager()
     tm._dispatch_to_scheduler(
         ScaleSimDistancesReq(epoch=epoch, distances=clean, replace=replace, ttl=None if ttl is None else float(ttl))
     )
@@ -221,19 +226,15 @@ async def post_reference_update(request: Request) -> JSONResponse:
 
 def _served_adapters() -> dict[str, str]:
     """Adapter name -> path, of the adapters the server serves now."""
-    from sglang.srt.entrypoints.http_server import get_global_state
-
-    refs = get_global_state().tokenizer_manager.lora_registry.get_all_adapters()
+    refs = _tokenizer_manager().lora_registry.get_all_adapters()
     return {name: ref.lora_path for name, ref in refs.items()}
 
 
 def _adapter_checker() -> Any:
     """`check(i, path)` for registrations: the adapter fits this base model and LoRA config."""
-    from sglang.srt.entrypoints.http_server import get_global_state
-
     from scalesim.models.adapters import AdapterError, check_adapter
 
-    tm = get_global_state().tokenizer_manager
+    tm = _tokenizer_manager()
     args = tm.server_args
 
     def check(i: int, path: str) -> None:
@@ -251,10 +252,9 @@ def _adapter_checker() -> Any:
 
 async def _load_adapters(registrations: list[Registration], served: dict[str, str]) -> None:
     """Load the registrations' new adapters; on a failure unload the ones loaded here and raise."""
-    from sglang.srt.entrypoints.http_server import get_global_state
     from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput, UnloadLoRAAdapterReqInput
 
-    tm = get_global_state().tokenizer_manager
+    tm = _tokenizer_manager()
     loaded: list[str] = []
     for r in registrations:
         if r.adapter_path is None or r.adapter in loaded:
@@ -273,8 +273,6 @@ async def _load_adapters(registrations: list[Registration], served: dict[str, st
 
 
 async def post_agents(request: Request) -> JSONResponse:
-    from sglang.srt.entrypoints.http_server import get_global_state
-
     try:
         served = _served_adapters()
         registrations = _agents.validate(await _json_object(request), set(served), _adapter_checker())
@@ -284,7 +282,7 @@ async def post_agents(request: Request) -> JSONResponse:
     _agents.register(registrations)
     adapters = {r.agent_id: r.adapter for r in registrations if r.adapter is not None}
     if adapters:
-        get_global_state().tokenizer_manager._dispatch_to_scheduler(ScaleSimRegisterReq(adapters=adapters))
+        _tokenizer_manager()._dispatch_to_scheduler(ScaleSimRegisterReq(adapters=adapters))
     return JSONResponse({"registered": len(registrations), "agents_registered": len(_agents.agents)})
 
 
@@ -296,9 +294,7 @@ async def get_agent(agent_id: str) -> JSONResponse:
 
 
 async def get_stats(request: Request) -> JSONResponse:
-    from sglang.srt.entrypoints.http_server import get_global_state
-
-    states = await get_global_state().tokenizer_manager.get_internal_state()
+    states = await _tokenizer_manager().get_internal_state()
     return JSONResponse({
         "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table),
                  "agents_registered": len(_agents.agents), **_history.report(), "lora_cpu": _cpu_tier.report()},
@@ -309,15 +305,13 @@ async def get_stats(request: Request) -> JSONResponse:
 def _announce(obj: dict[str, Any], agent: str) -> bool:
     """Tell the scheduler which agent the request belongs to, by rid; give the request a rid
     if it has none. Returns whether `obj` was changed. A malformed rid is left to SGLang."""
-    from sglang.srt.entrypoints.http_server import get_global_state
-
     changed = False
     rid = obj.get("rid")
     if rid is None:
         rid = obj["rid"] = f"scalesim-{uuid.uuid4().hex}"
         changed = True
     rids = [rid] if isinstance(rid, str) else rid if isinstance(rid, list) else []
-    dispatch = get_global_state().tokenizer_manager._dispatch_to_scheduler
+    dispatch = _tokenizer_manager()._dispatch_to_scheduler
     for r in rids:
         if isinstance(r, str):
             dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent, time=time.monotonic()))
@@ -345,11 +339,9 @@ def _request_adapter(obj: dict[str, Any]) -> str | None:
 
 def _note_adapter(adapter: str | None, agent: str | None) -> None:
     """The CPU tier's view: which adapter the agent's request uses, and whether it is loaded."""
-    from sglang.srt.entrypoints.http_server import get_global_state
-
     if adapter is None:
         return
-    tm = get_global_state().tokenizer_manager
+    tm = _tokenizer_manager()
     if tm.server_args.enable_metrics:
         _cpu_tier.counters.enable_prometheus()
     if agent is not None:

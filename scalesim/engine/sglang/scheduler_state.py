@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 import weakref
 from collections import OrderedDict
@@ -28,10 +27,10 @@ from typing import Any
 from scalesim.distance import DistanceError, DistanceTable
 from scalesim.distance.estimators import LearnedEstimator
 from scalesim.engine.sglang.counters import AgentCounters
+from scalesim.policy.eviction import UNKNOWN
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN = math.inf
 # Requests announced but not yet seen by the tree (in flight, or refused by SGLang after the
 # announcement). Far above any realistic number of concurrent requests on one scheduler.
 MAX_PENDING_RIDS = 65_536
@@ -93,12 +92,14 @@ class SchedulerState:
                 return learned
         return UNKNOWN
 
+    def nearest(self, agents: Any) -> float:
+        """The nearest distance among `agents` (`UNKNOWN` if none is known, or no agents):
+        the distance of state they share, a radix node or an adapter."""
+        return min((self.distance(agent) for agent in agents), default=UNKNOWN)
+
     def node_distance(self, node: Any) -> float:
         """The nearest owner's distance (`UNKNOWN` for an untagged node)."""
-        owners = self._owners.get(node)
-        if not owners:
-            return UNKNOWN
-        return min(self.distance(agent) for agent in owners)
+        return self.nearest(self._owners.get(node, ()))
 
     # -- radix-tree ownership -------------------------------------------------------------
 

@@ -54,10 +54,10 @@ def test_slot_victim_is_the_farthest_agents_adapter_then_lru(slots):
 def test_prefetched_adapter_evicted_unused_counts_as_wasted(slots):
     _, tracker = slots
     policy = DistanceLoRAPolicy()
-    tracker.prefetched.add("u-mid")
+    tracker.counters.prefetched.add("u-mid")
     policy.remove("u-mid")
     policy.remove("u-near")
-    assert tracker.counters["prefetch_wasted"] == 1 and tracker.prefetched == set()
+    assert tracker.counters["prefetch_wasted"] == 1 and tracker.counters.prefetched == set()
 
 
 @dataclass

@@ -31,17 +31,9 @@ class Req:
         return self._finished
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def state() -> SchedulerState:
-    return SchedulerState(clock=Clock())
+    return SchedulerState(clock=lambda: 100.0)  # the clock only drives TTL expiry, unused here
 
 
 def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
