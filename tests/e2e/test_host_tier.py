@@ -68,10 +68,13 @@ def test_host_memory_drops_the_farthest_agents_copy_first(host_server):
 
 
 def _details(server, agent: str, session: Session) -> dict:
+    """Where the request's cached prompt tokens came from, and its output."""
     body = {"input_ids": session.ids(agent, TAIL + 1), "agent_id": f"{session.name}/{agent}",
             "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
-    meta = requests.post(server.base_url + "/generate", json=body, timeout=120).json()["meta_info"]
-    return meta.get("cached_tokens_details") or {"device": meta["cached_tokens"], "host": 0}
+    out = requests.post(server.base_url + "/generate", json=body, timeout=120).json()
+    meta = out["meta_info"]
+    found = meta.get("cached_tokens_details") or {"device": meta["cached_tokens"], "host": 0}
+    return {**found, "output": out["output_ids"]}
 
 
 def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_server, host_server_no_prefetch):
@@ -82,7 +85,7 @@ def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_se
 
     found = {}
     for server in (host_server, host_server_no_prefetch):
-        s = Session(server, f"ahead-{server.cache_kind}")
+        s = Session(server, f"ahead-{server.cache_kind}", prompts="ahead")
         assert [s.generate(a) for a in "ABCDE"] == [0] * 5  # A and B now live in host memory only
         issued = scheduler_stats(server)["host_kv"]["prefetch_issued"]
         s.push({"A": 0.0})
@@ -97,11 +100,34 @@ def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_se
                 break
             time.sleep(0.1)
         found[server.cache_kind] = _details(server, "A", s)
-    assert found["host"] == {"device": PREFIX + TAIL, "host": 0}
+    assert {k: found["host"][k] for k in ("device", "host")} == {"device": PREFIX + TAIL, "host": 0}
     assert found["host-noprefetch"]["device"] < PREFIX and found["host-noprefetch"]["host"] > 0
+    assert found["host"]["output"] == found["host-noprefetch"]["output"]
     kv = scheduler_stats(host_server)["host_kv"]
     assert kv["prefetch_issued"] >= 1 and kv["prefetch_used"] >= 1 and kv["held"] == 0
+    # On CPU every prefetch copy ran on the worker thread, off the scheduler thread.
+    assert kv["prefetch_background"] == kv["prefetch_issued"]
     assert scheduler_stats(host_server_no_prefetch)["host_kv"]["prefetch_issued"] == 0
+
+
+def test_a_request_racing_its_prefetch_reads_whole_kv(host_server, host_server_no_prefetch):
+    """The request follows the push at once, so its batch may be formed while the background
+    copy still writes the prefix: it must wait for the copy (or find the prefix not loaded yet),
+    never read half-written KV. Outputs equal the run without prefetch every time."""
+    outputs = {}
+    for server in (host_server, host_server_no_prefetch):
+        s = Session(server, f"race-{server.cache_kind}", prompts="race")
+        got = []
+        for round_ in range(4):
+            for a in "ABCDE":  # A and B end up in host memory only
+                s.generate(a, tail=TAIL + round_)
+            s.push({"A": 0.0, "B": 1.0})
+            got += [_details(server, a, s)["output"] for a in "AB"]  # no pause after the push
+        outputs[server.cache_kind] = (s.outputs, got)
+    assert outputs["host"] == outputs["host-noprefetch"]
+    stats = scheduler_stats(host_server)
+    assert stats["hook_errors"] == 0 and stats["pending_requests"] == 0
+    print(f"\nrace: host_kv {stats['host_kv']}")
 
 
 def test_a_thousand_requests_under_pressure_leave_no_slot_or_lock_behind(host_server):

@@ -9,8 +9,9 @@
   or reassigned.
 
 `order_after(event)` makes later compute wait for a copy SGLang issued itself (its host-to-device
-load of a KV prefix): on the device for CUDA; nothing on CPU, where SGLang's copy is done when
-submitted.
+load of a KV prefix): on the device for CUDA; nothing on CPU. There SGLang's own copy runs in the
+scheduler thread when submitted, so `background_loads` tells the KV prefetcher to move the copies
+it starts onto this worker (and to wait for them before a batch reads their slots).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ class Copier(Protocol):
 
     def order_after(self, event: Any) -> None: ...
 
+    background_loads: bool
+
 
 class ThreadCopier:
+    background_loads = True
+
     def __init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalesim-copy")
 
@@ -38,6 +43,8 @@ class ThreadCopier:
 
 
 class StreamCopier:
+    background_loads = False  # SGLang already issues its loads on a side stream
+
     def __init__(self) -> None:
         import torch
 

@@ -66,6 +66,8 @@ def load() -> None:
         (targets.SCHEDULER_NEXT_BATCH, kv_prefetch.before_next_batch, HookType.BEFORE),
         (targets.HICACHE_START_LOADING, kv_prefetch.around_start_loading, HookType.AROUND),
         (targets.HICACHE_START_WRITING, kv_prefetch.around_start_writing, HookType.AROUND),
+        (targets.HICACHE_SUBMIT_H2D, kv_prefetch.around_submit_host_to_device, HookType.AROUND),
+        (targets.SCHEDULER_RUN_BATCH, kv_prefetch.before_run_batch, HookType.BEFORE),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)
