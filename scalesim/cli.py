@@ -44,6 +44,31 @@ def _cmd_bench_tree_core(args: argparse.Namespace) -> int:
     return tree_core.main(args.agents, args.steps, args.active, args.prefix, args.seed, args.port, args.reverse)
 
 
+def _cmd_bench_sim(args: argparse.Namespace) -> int:
+    from scalesim.bench.sim import Bench, RunConfig
+    from scalesim.bench.systems import select
+    from scalesim.bench.workloads import WorkloadParams
+
+    model = {"default": paths.default_model_path(), "tiny": paths.tiny_model_path()}.get(args.model, Path(args.model))
+    try:
+        config = RunConfig(
+            params=WorkloadParams(agents=args.agents, active=args.active, resident=args.resident, steps=args.steps,
+                                  seed=args.seed, prefix_tokens=tuple(args.prefix_tokens),
+                                  output_tokens=args.output_tokens),
+            workloads=tuple(w.strip() for w in args.workloads.split(",") if w.strip()),
+            systems=tuple(select(args.systems)), model=model, out=Path(args.out), adapters=not args.no_adapters,
+            trace=Path(args.trace) if args.trace else None, port=args.port, extra_args=tuple(args.serve_arg))
+    except ValueError as exc:
+        print(f"scalesim bench sim: error: {exc}", file=sys.stderr)
+        return 2
+    results = Bench(config).run()
+    from scalesim.bench.report import markdown
+
+    print(markdown(results).split("\n## ")[0])
+    print(f"results: {config.out}/results.json, results.md, makespan.png")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from scalesim.models import smollm2, tiny
 
@@ -109,6 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--port", type=int, default=30124)
     tree.add_argument("--reverse", action="store_true", help="run the configurations in reverse order")
     tree.set_defaults(fn=_cmd_bench_tree_core)
+    sim = bench_sub.add_parser("sim", help="simulation workloads against stock SGLang, ScaleSim, the unlimited-memory "
+                               "bound and the oracle, one server after another (JSON, Markdown, plot)")
+    sim.add_argument("--workloads", default="plan_town,spatial_town,social_network,debate,replay",
+                     help="comma-separated: plan_town, spatial_town, social_network, debate, replay")
+    sim.add_argument("--systems", default="all", help="'all' or a comma-separated list (see docs/bench.md)")
+    sim.add_argument("--agents", type=int, default=200)
+    sim.add_argument("--active", type=float, default=0.2, help="share of agents calling per step")
+    sim.add_argument("--resident", type=float, default=0.25, help="share of agents' state the memory budget holds")
+    sim.add_argument("--steps", type=int, default=30)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--prefix-tokens", type=int, nargs=2, default=[1000, 2000], metavar=("MIN", "MAX"))
+    sim.add_argument("--output-tokens", type=int, default=32)
+    sim.add_argument("--model", default="default", help="'default', 'tiny' or a model directory")
+    sim.add_argument("--no-adapters", action="store_true", help="no per-agent LoRA adapters")
+    sim.add_argument("--trace", help="trace file for the replay workload (default: this run's plan_town trace)")
+    sim.add_argument("--out", default="bench-results")
+    sim.add_argument("--port", type=int, default=31000)
+    sim.add_argument("--serve-arg", action="append", default=[], help="extra argument for every server (repeat)")
+    sim.set_defaults(fn=_cmd_bench_sim)
 
     models = sub.add_parser("models", help="build the embedded models into the cache (idempotent)")
     models.add_argument("which", choices=["default", "tiny", "all"], nargs="?", default="all")

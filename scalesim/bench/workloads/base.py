@@ -85,11 +85,15 @@ class Simulation(abc.ABC):
         self.params = params
         self.rng = random.Random(f"{self.name}/{params.seed}")
         self.agent_ids = [f"{self.name}-{i:04d}" for i in range(params.agents)]
-        text_rng = random.Random(f"prefix/{params.seed}")
+        text_rng = random.Random(f"prefix/{self.name}/{params.seed}")  # distinct text per workload too
         low, high = params.prefix_tokens
         self.prefixes = {a: persona_prefix(i, text_rng, text_rng.randint(low, high), count_tokens)
                          for i, a in enumerate(self.agent_ids)}
         self.last_said: dict[str, str] = {}
+
+    @property
+    def n_steps(self) -> int:
+        return self.params.steps
 
     def prompt(self, call: Call) -> str:
         return f"{self.prefixes[call.agent]}\n\n{call.situation}\nAnswer in one short sentence:"

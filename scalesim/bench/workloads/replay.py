@@ -36,7 +36,10 @@ class Replay(Simulation):
                 rng = random.Random(f"replay/{r.prefix}")
                 self.prefixes[r.agent] = persona_prefix(agents.index(r.agent), rng, r.prefix_len, count_tokens)
         self.last_said = {}
-        self.steps = len(self.times)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.times)
 
     def _at(self, step: int) -> list[TraceRecord]:
         t = self.times[step] if step < len(self.times) else None

@@ -12,3 +12,4 @@
 # imports, because the launcher must read it before SGLang may be imported.
 PLUGIN_NAME = "scalesim"
 PLUGIN_GROUP = "sglang.srt.plugins"
+DEVICE_PLUGIN_NAME = "scalesim-device"  # device seams only (host_tier.load), loaded even when disabled

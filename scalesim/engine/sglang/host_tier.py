@@ -37,3 +37,9 @@ def register_cpu_host_pool() -> None:
     from sglang.srt.mem_cache.pool_host.common import ALLOC_MEMORY_FUNCS
 
     ALLOC_MEMORY_FUNCS.setdefault("cpu", alloc_host_buffer_cpu)
+
+
+def load() -> None:
+    """Entry point `scalesim-device`: only this seam, loaded even with `--scalesim-disable`, so
+    stock SGLang's own host tier runs on a CPU device too (for comparisons)."""
+    register_cpu_host_pool()

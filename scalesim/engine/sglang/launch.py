@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from scalesim import paths
-from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME, targets
+from scalesim.engine.sglang import DEVICE_PLUGIN_NAME, PLUGIN_GROUP, PLUGIN_NAME, targets
 
 # What SGLang needs to run on a machine without a GPU (see the notes on SGLang on CPU).
 # `--sleep-on-idle`: an idle scheduler otherwise busy-polls its sockets and holds a whole core,
@@ -83,7 +83,8 @@ def with_defaults(argv: list[str], *, has_gpu: bool) -> list[str]:
 
 
 def plugin_filter(current: str | None, *, enabled: bool) -> str:
-    """The `SGLANG_PLUGINS` whitelist that loads (or skips) ScaleSim and keeps the others.
+    """The `SGLANG_PLUGINS` whitelist that loads (or skips) ScaleSim, always loads its device
+    seams (`scalesim-device`), and keeps the others.
 
     SGLang treats an unset or empty variable as "load all"; a lone "," is a non-empty list
     naming nothing, so it loads none.
@@ -92,7 +93,8 @@ def plugin_filter(current: str | None, *, enabled: bool) -> str:
         names = [n.strip() for n in current.split(",") if n.strip()]
     else:
         names = [ep.name for ep in entry_points(group=PLUGIN_GROUP)]
-    names = [n for n in names if n != PLUGIN_NAME]
+    names = [n for n in names if n not in (PLUGIN_NAME, DEVICE_PLUGIN_NAME)]
+    names.append(DEVICE_PLUGIN_NAME)  # device seams: stock SGLang needs them on CPU too
     if enabled:
         names.append(PLUGIN_NAME)
     return ",".join(names) if names else ","

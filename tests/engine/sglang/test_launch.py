@@ -51,10 +51,10 @@ def test_gpu_gets_no_cpu_defaults_and_default_model_when_none_given():
 @pytest.mark.parametrize(
     "current, enabled, expected",
     [
-        ("other", True, "other,scalesim"),
-        ("other,scalesim", False, "other"),
-        ("scalesim", False, ","),  # a non-empty list naming nothing: SGLang loads no plugin
-        (" a , scalesim ,b", True, "a,b,scalesim"),
+        ("other", True, "other,scalesim-device,scalesim"),
+        ("other,scalesim", False, "other,scalesim-device"),
+        ("scalesim", False, "scalesim-device"),  # stock SGLang, with the CPU host-pool seam
+        (" a , scalesim ,b,scalesim-device", True, "a,b,scalesim-device,scalesim"),
     ],
 )
 def test_plugin_filter(current, enabled, expected):
@@ -64,7 +64,8 @@ def test_plugin_filter(current, enabled, expected):
 def test_plugin_filter_without_variable_lists_installed_plugins():
     # With the variable unset SGLang loads everything; ours must be the only one named or dropped.
     assert plugin_filter(None, enabled=True).split(",")[-1] == "scalesim"
-    assert "scalesim" not in plugin_filter(None, enabled=False)
+    assert plugin_filter(None, enabled=False).split(",")[-1] == "scalesim-device"
+    assert "scalesim" not in plugin_filter(None, enabled=False).split(",")
 
 
 def test_model_path_checks(tmp_path):

@@ -1,0 +1,144 @@
+"""Figures of a `scalesim bench sim` run: per workload and system, and the headline ratios.
+
+Per (workload, system): makespan, requests/s, request latency p50/p95, KV hit rate (requests
+whose private prefix was at least 90% cached), cached share of prompt tokens, recomputed prompt
+tokens, and ScaleSim's own counters where the system has them. Per workload, the headline:
+the best stock system (shortest makespan among `sglang-*`), ScaleSim's speedup over it, the
+**gap closed** = (T_best_stock - T_scalesim) / (T_best_stock - T_unlimited), ScaleSim's makespan
+over the unlimited bound, and its hit rate over the Belady oracle's, each against its target.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"gap_closed": 0.8, "vs_unlimited": 1.15, "hit_vs_oracle": 0.9}
+
+
+def hit_rate(records: Sequence[Any]) -> float:
+    return sum(r.hit for r in records) / len(records) if records else 0.0
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def metrics(run: Any) -> dict[str, Any]:
+    records = run.records
+    prompt = sum(r.prompt_tokens for r in records)
+    cached = sum(min(r.cached_tokens, r.prompt_tokens) for r in records)
+    seen: set[str] = set()
+    cold = 0
+    for r in records:
+        cold += r.agent not in seen
+        seen.add(r.agent)
+    latencies = [r.latency_s for r in records]
+    return {
+        "makespan_s": round(run.makespan_s, 3),
+        "requests": len(records),
+        "requests_per_s": round(len(records) / run.makespan_s, 3) if run.makespan_s else 0.0,
+        "latency_p50_s": round(_percentile(latencies, 0.5), 3),
+        "latency_p95_s": round(_percentile(latencies, 0.95), 3),
+        "kv_hit_rate": round(hit_rate(records), 4),
+        "cold_share": round(cold / len(records), 4) if records else 0.0,
+        "cached_token_share": round(cached / prompt, 4) if prompt else 0.0,
+        "recomputed_tokens": prompt - cached,
+        "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else 0.0,
+        "server": run.server,
+    }
+
+
+def headline(per_system: dict[str, dict[str, Any]], oracle: float | None) -> dict[str, Any]:
+    """The ratios for one workload (None where a needed system was not run)."""
+    stock = {n: m["makespan_s"] for n, m in per_system.items() if n.startswith("sglang-")}
+    best = min(stock, key=stock.get) if stock else None
+    ours, bound = per_system.get("scalesim"), per_system.get("unlimited")
+    out: dict[str, Any] = {"best_stock": best, "speedup": None, "gap_closed": None, "vs_unlimited": None,
+                           "hit_vs_oracle": None, "oracle_hit_rate": oracle}
+    if ours is None:
+        return out
+    t = ours["makespan_s"]
+    if best is not None:
+        out["speedup"] = round(stock[best] / t, 3)
+        if bound is not None and stock[best] > bound["makespan_s"]:
+            out["gap_closed"] = round((stock[best] - t) / (stock[best] - bound["makespan_s"]), 3)
+    if bound is not None:
+        out["vs_unlimited"] = round(t / bound["makespan_s"], 3)
+    if oracle:
+        out["hit_vs_oracle"] = round(ours["kv_hit_rate"] / oracle, 3)
+    out["met"] = {k: (out[k] >= v if k != "vs_unlimited" else out[k] <= v) if out[k] is not None else None
+                  for k, v in TARGETS.items()}
+    return out
+
+
+def summarise(runs: Sequence[Any], oracle: dict[str, float], **meta: Any) -> dict[str, Any]:
+    workloads: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        workloads.setdefault(run.workload, {"systems": {}})["systems"][run.system] = metrics(run)
+    for name, entry in workloads.items():
+        entry["headline"] = headline(entry["systems"], oracle.get(name))
+    return {"meta": meta, "targets": TARGETS, "workloads": workloads}
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    p = meta["params"]
+    lines = [f"# scalesim bench sim: {p['agents']} agents, {p['active']:.0%} active, {p['resident']:.0%} resident, "
+             f"{p['steps']} steps, seed {p['seed']}", "",
+             f"Model `{Path(meta['model']).name}`, adapters {'on' if meta['adapters'] else 'off'}; KV budget "
+             f"{meta['budget']['kv_tokens']} tokens ({meta['budget']['unlimited_kv_tokens']} unlimited), "
+             f"adapter slots {meta['budget']['adapter_slots']}.", "",
+             "| workload | best stock | ScaleSim speedup | gap closed (>= 0.8) | ScaleSim / unlimited (<= 1.15) "
+             "| hit rate / oracle (>= 0.9) |", "|---|---|---|---|---|---|"]
+    for name, entry in results["workloads"].items():
+        h = entry["headline"]
+        lines.append(f"| {name} | {h['best_stock'] or 'n/a'} | {_fmt(h['speedup'])} | {_fmt(h['gap_closed'])} | "
+                     f"{_fmt(h['vs_unlimited'])} | {_fmt(h['hit_vs_oracle'])} |")
+    for name, entry in results["workloads"].items():
+        oracle = entry["headline"]["oracle_hit_rate"]
+        lines += ["", f"## {name} (oracle hit rate {_fmt(oracle)})", "",
+                  "| system | makespan s | req/s | latency p50 / p95 s | KV hit rate | cached tokens | "
+                  "recomputed tokens | cold |", "|---|---|---|---|---|---|---|---|"]
+        for system, m in entry["systems"].items():
+            lines.append(f"| {system} | {m['makespan_s']:.1f} | {m['requests_per_s']:.2f} | "
+                         f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f} | {m['kv_hit_rate']:.2f} | "
+                         f"{m['cached_token_share']:.2f} | {m['recomputed_tokens']} | {m['cold_share']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Makespan of each system over the unlimited bound (or over the slowest system), per workload."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results["workloads"])
+    systems = list(dict.fromkeys(s for w in workloads for s in results["workloads"][w]["systems"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(workloads) * max(1, len(systems)) / 4), 4))
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
+        values = []
+        for w in workloads:
+            entry = results["workloads"][w]["systems"]
+            base = (entry.get("unlimited") or max(entry.values(), key=lambda m: m["makespan_s"]))["makespan_s"]
+            values.append(entry[system]["makespan_s"] / base if system in entry and base else 0.0)
+        ax.bar([x + i * width for x in range(len(workloads))], values, width, label=system)
+    ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(workloads))], workloads)
+    ax.set_ylabel("makespan / unlimited memory")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Simulation makespan (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,222 @@
+"""`scalesim bench sim`: simulations against every system, one after another, in one run.
+
+For each system (`scalesim.bench.systems`) a fresh server starts on the same model with the same
+memory budget; each workload then runs on it from an empty cache with the same seed, so every
+system serves the same agents in the same order. Each step's calls go out concurrently through
+the client (`scalesim.client`); ScaleSim systems also get the step's distances and the agents'
+registrations. The trace of each workload (recorded from the first system's run) gives the
+Belady oracle's hit rate at the same KV budget; `replay` replays a trace file, or by default the
+plan town's trace just recorded. Results: `results.json`, `results.md` and plots in `--out`
+(`scalesim.bench.report`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalesim import paths
+from scalesim.bench import report
+from scalesim.bench.systems import Budget, System, select
+from scalesim.bench.workloads import Simulation, WorkloadParams, make
+from scalesim.bench.workloads.replay import Replay
+from scalesim.client import AgentSpec, AsyncScaleSimClient
+from scalesim.trace.format import TraceRecord, write_trace
+from scalesim.trace.replay import replay_belady
+
+DEFAULT_WORKLOADS = ("plan_town", "spatial_town", "social_network", "debate", "replay")
+TAIL_TOKENS = 120  # the step-specific end of a prompt, at most (situation, last words)
+LORA_RANK = 8
+HIT_SHARE = 0.9  # a request "hits" when at least this share of its private prefix was cached
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    params: WorkloadParams
+    workloads: tuple[str, ...] = DEFAULT_WORKLOADS
+    systems: tuple[System, ...] = ()
+    model: Path = field(default_factory=paths.default_model_path)
+    out: Path = Path("bench-results")
+    adapters: bool = True
+    trace: Path | None = None
+    port: int = 31000
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.workloads:
+            raise ValueError("no workload selected")
+        if "replay" in self.workloads and self.trace is None and (
+                "plan_town" not in self.workloads
+                or self.workloads.index("plan_town") > self.workloads.index("replay")):
+            raise ValueError("replay needs --trace, or plan_town listed before it (its trace is replayed)")
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    step: int
+    agent: str
+    prefix_tokens: int
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    latency_s: float
+
+    @property
+    def hit(self) -> bool:
+        return self.cached_tokens >= HIT_SHARE * self.prefix_tokens
+
+
+@dataclass
+class WorkloadRun:
+    workload: str
+    system: str
+    makespan_s: float
+    records: list[RequestRecord]
+    server: dict[str, Any] = field(default_factory=dict)  # ScaleSim's own counters (delta), if any
+
+
+def token_counter(model: Path) -> Callable[[str], int]:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model))
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+class Bench:
+    """One run: builds the workloads, starts each system, runs every workload on it."""
+
+    def __init__(self, config: RunConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.log = log
+        self.count = token_counter(config.model)
+        self.traces: dict[str, list[TraceRecord]] = {}
+        sims = {w: self._make(w) for w in config.workloads if w != Replay.name or config.trace is not None}
+        self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
+        p = config.params
+        self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents, tail_tokens=TAIL_TOKENS,
+                                output_tokens=p.output_tokens)
+        self.adapter_paths = self._adapters() if config.adapters else []
+
+    def _make(self, workload: str) -> Simulation:
+        """A fresh simulation (the same seed: the same agents, prompts and schedule every time)."""
+        if workload == Replay.name and self.config.trace is None:
+            return Replay(self.config.params, self.count, trace=self.traces["plan_town"])
+        return make(workload, self.config.params, self.count, trace=self.config.trace)
+
+    def _adapters(self) -> list[Path]:
+        from scalesim.models.adapters import make_adapters
+
+        out = paths.cache_root() / "adapters" / f"bench-{self.config.model.name}-r{LORA_RANK}"
+        return make_adapters(self.config.model, out, self.config.params.agents, rank=LORA_RANK)
+
+    def serve_args(self, system: System) -> list[str]:
+        args = ["--model-path", str(self.config.model), "--enable-cache-report",
+                *self.budget.serve_args(system, lora=self.config.adapters)]
+        if self.config.adapters:
+            args += ["--enable-lora", "--max-lora-rank", str(LORA_RANK), "--lora-target-modules",
+                     "q_proj", "k_proj", "v_proj", "o_proj"]
+        return [*args, *system.args, *self.config.extra_args]
+
+    def run(self) -> dict[str, Any]:
+        from scalesim.server_process import ServerProcess
+
+        runs: list[WorkloadRun] = []
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        for i, system in enumerate(self.config.systems, 1):
+            self.log(f"[{i}/{len(self.config.systems)}] {system.name}: starting the server")
+            log_path = self.config.out / "logs" / f"{system.name}.log"
+            with ServerProcess(self.serve_args(system), self.config.port, log_path) as server:
+                runs += asyncio.run(self._run_system(system, server.base_url))
+        return self._results(runs)
+
+    async def _run_system(self, system: System, base_url: str) -> list[WorkloadRun]:
+        out = []
+        async with AsyncScaleSimClient(base_url, timeout=600.0, max_retries=1) as client:
+            for path in self.adapter_paths:
+                await client.load_adapter(path.name, str(path))
+            for workload in self.config.workloads:
+                await client.flush_cache()
+                sim = self._make(workload)
+                if workload not in self.prefix_tokens:
+                    self.prefix_tokens[workload] = {a: self.count(sim.prefixes[a]) for a in sim.agent_ids}
+                run = await self._run_workload(client, system, workload, sim)
+                self.log(f"    {workload}: {run.makespan_s:.1f} s, {len(run.records)} requests, "
+                         f"hit rate {report.hit_rate(run.records):.2f}")
+                self.traces.setdefault(workload, trace_of(run.records))
+                out.append(run)
+        return out
+
+    async def _run_workload(self, client: AsyncScaleSimClient, system: System, workload: str,
+                            sim: Simulation) -> WorkloadRun:
+        adapters = {a: self.adapter_paths[i % len(self.adapter_paths)].name
+                    for i, a in enumerate(sim.agent_ids)} if self.adapter_paths else {}
+        if system.hints:
+            await client.register_agents([AgentSpec(a, adapter=adapters.get(a)) for a in sim.agent_ids])
+        before = await client.stats() if system.hints else None
+        tokens = self.prefix_tokens[workload]
+        records: list[RequestRecord] = []
+        start = time.perf_counter()
+        for step in range(sim.n_steps):
+            distances = sim.distances(step)
+            if system.hints:
+                await client.push_step(distances)
+            calls = sim.calls(step)
+            done = await asyncio.gather(*(client.complete(
+                c.agent, sim.prompt(c), max_tokens=c.max_tokens or self.config.params.output_tokens,
+                adapter=adapters.get(c.agent)) for c in calls))
+            for call, result in zip(calls, done):
+                sim.observe(step, call.agent, result.text)
+                records.append(RequestRecord(step, call.agent, tokens[call.agent], result.prompt_tokens,
+                                             result.cached_tokens, result.completion_tokens, result.latency_s))
+            sim.end_step(step)
+        makespan = time.perf_counter() - start
+        after = await client.stats() if system.hints else None
+        return WorkloadRun(workload, system.name, makespan, records, server_delta(before, after))
+
+    def _results(self, runs: list[WorkloadRun]) -> dict[str, Any]:
+        oracle = {w: replay_belady(t, self.budget.kv_tokens).hit_rate for w, t in self.traces.items()}
+        for workload, trace in self.traces.items():
+            write_trace(self.config.out / f"trace-{workload}.jsonl", trace)
+        results = report.summarise(runs, oracle, params=asdict(self.config.params), budget=asdict(self.budget),
+                                   model=str(self.config.model), adapters=self.config.adapters)
+        (self.config.out / "results.json").write_text(json.dumps(results, indent=1))
+        (self.config.out / "results.md").write_text(report.markdown(results))
+        report.plot(results, self.config.out / "makespan.png")
+        return results
+
+
+def _largest_per_rank(per_workload: dict[str, dict[str, int]]) -> list[int]:
+    """Per size rank, the largest prefix over the workloads: one budget that covers them all."""
+    ranked = [sorted(per.values(), reverse=True) for per in per_workload.values()]
+    return [max(sizes) for sizes in zip(*ranked)]
+
+
+def trace_of(records: list[RequestRecord]) -> list[TraceRecord]:
+    """The run as a trace in the core format (`next_step`: the agent's next call, if any; an
+    agent calls at most once per step, so it is always later)."""
+    nxt: dict[str, float] = {}
+    out: list[TraceRecord] = []
+    for r in reversed(records):
+        out.append(TraceRecord(step=r.step, agent=r.agent, prefix=f"{r.agent}:p", prefix_len=r.prefix_tokens,
+                               output_len=r.output_tokens, next_step=nxt.get(r.agent)))
+        nxt[r.agent] = r.step
+    return out[::-1]
+
+
+def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
+    """ScaleSim's counters over one workload (scheduler 0 and the HTTP side)."""
+    if not before or not after:
+        return {}
+    b, a = before["schedulers"][0], after["schedulers"][0]
+    out: dict[str, Any] = {}
+    for section in ("host_kv", "lora"):
+        if isinstance(a.get(section), dict):
+            out[section] = {k: round(v - b[section].get(k, 0), 6) for k, v in a[section].items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out["hook_errors"] = a.get("hook_errors", 0)
+    return out

@@ -1,0 +1,94 @@
+"""The systems `scalesim bench sim` compares, and the memory budget they all get.
+
+Every system is one `scalesim serve` configuration on the same model, with the same budget:
+
+- `sglang-<policy>` (lru, lfu, slru, tlru, priority): stock SGLang (`--scalesim-disable`), its
+  own radix eviction policy and LoRA LRU; `sglang-<policy>+host` adds SGLang's host KV tier
+  (on CPU through ScaleSim's device seam, which stays loaded when the plugin is disabled).
+- `scalesim`: the plugin, distance-aware eviction in every tier, prefetch (host KV tier and
+  adapter slots); the client pushes each step's distances and registers agents.
+- `scalesim-evict`: the same with prefetch off (`{"prefetch": false}`).
+- `scalesim-prefetch`: prefetch only: stock LRU for radix eviction and adapters, with the
+  plugin's host-to-device KV prefetch driven by the pushed distances.
+- `unlimited`: stock SGLang (LRU) with room for every agent's prefix and adapter: the bound.
+
+The budget (`Budget.of`): the KV pool holds the active agents' working set (their largest
+prompts plus outputs) plus the `resident` share of all agents' prefixes; the adapter slots hold
+the `resident` share of the adapters, and never fewer than the active agents of one step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+STOCK_POLICIES = ("lru", "lfu", "slru", "tlru", "priority")
+HOST = "--enable-hierarchical-cache"
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    args: tuple[str, ...]
+    hints: bool = False  # push distances, register agents (ScaleSim's API)
+    unlimited: bool = False
+
+    @property
+    def stock(self) -> bool:
+        return self.name.startswith("sglang-")
+
+
+def _all() -> dict[str, System]:
+    out: dict[str, System] = {}
+    for policy in STOCK_POLICIES:
+        base = ("--scalesim-disable", "--radix-eviction-policy", policy)
+        out[f"sglang-{policy}"] = System(f"sglang-{policy}", base)
+        out[f"sglang-{policy}+host"] = System(f"sglang-{policy}+host", (*base, HOST))
+    out["scalesim"] = System("scalesim", (HOST,), hints=True)
+    out["scalesim-evict"] = System("scalesim-evict", (HOST, "--radix-eviction-policy-config",
+                                                      json.dumps({"prefetch": False})), hints=True)
+    out["scalesim-prefetch"] = System("scalesim-prefetch", (HOST, "--radix-eviction-policy", "lru",
+                                                            "--lora-eviction-policy", "lru"), hints=True)
+    out["unlimited"] = System("unlimited", ("--scalesim-disable", "--radix-eviction-policy", "lru"), unlimited=True)
+    return out
+
+
+SYSTEMS: dict[str, System] = _all()
+
+
+def select(names: Sequence[str] | str) -> list[System]:
+    """Systems by name (`all`, or a comma-separated list); an unknown name raises."""
+    if isinstance(names, str):
+        names = list(SYSTEMS) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise ValueError(f"unknown system(s) {unknown or names} (valid: all, {', '.join(SYSTEMS)})")
+    return [SYSTEMS[n] for n in names]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Memory for one run: KV pool tokens and adapter slots (and the unlimited alternatives)."""
+
+    kv_tokens: int
+    adapter_slots: int
+    unlimited_kv_tokens: int
+    adapters: int
+
+    @classmethod
+    def of(cls, prefix_tokens: Sequence[int], active: int, resident: int, *, tail_tokens: int,
+           output_tokens: int) -> Budget:
+        sizes = sorted(prefix_tokens, reverse=True)
+        working = sum(sizes[:active]) + active * (tail_tokens + output_tokens)
+        mean = sum(sizes) / len(sizes)
+        return cls(kv_tokens=int(working + resident * mean), adapter_slots=max(resident, active),
+                   unlimited_kv_tokens=int(sum(sizes) + working), adapters=len(sizes))
+
+    def serve_args(self, system: System, *, lora: bool) -> list[str]:
+        tokens = self.unlimited_kv_tokens if system.unlimited else self.kv_tokens
+        args = ["--max-total-tokens", str(tokens)]
+        if lora:
+            slots = self.adapters if system.unlimited else self.adapter_slots
+            args += ["--max-loras-per-batch", str(slots)]
+        return args
