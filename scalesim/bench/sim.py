@@ -130,7 +130,7 @@ class Bench:
         for i, system in enumerate(self.config.systems, 1):
             self.log(f"[{i}/{len(self.config.systems)}] {system.name}: starting the server")
             log_path = self.config.out / "logs" / f"{system.name}.log"
-            with ServerProcess(self.serve_args(system), self.config.port, log_path) as server:
+            with ServerProcess(self.serve_args(system), self.config.port, log_path, env=dict(system.env)) as server:
                 runs += asyncio.run(self._run_system(system, server.base_url))
         return self._results(runs)
 

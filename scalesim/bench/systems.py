@@ -33,6 +33,7 @@ class System:
     args: tuple[str, ...]
     hints: bool = False  # push distances, register agents (ScaleSim's API)
     unlimited: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # server environment
 
     @property
     def stock(self) -> bool:
@@ -48,8 +49,11 @@ def _all() -> dict[str, System]:
     out["scalesim"] = System("scalesim", (HOST,), hints=True)
     out["scalesim-evict"] = System("scalesim-evict", (HOST, "--radix-eviction-policy-config",
                                                       json.dumps({"prefetch": False})), hints=True)
+    # Prefetch holds and tags tree nodes: SGLang's Python tree core (the Rust one has no nodes
+    # to hold), which `serve` selects by itself only for the scalesim policy.
     out["scalesim-prefetch"] = System("scalesim-prefetch", (HOST, "--radix-eviction-policy", "lru",
-                                                            "--lora-eviction-policy", "lru"), hints=True)
+                                                            "--lora-eviction-policy", "lru"), hints=True,
+                                      env=(("SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND", "python"),))
     out["unlimited"] = System("unlimited", ("--scalesim-disable", "--radix-eviction-policy", "lru"), unlimited=True)
     return out
 

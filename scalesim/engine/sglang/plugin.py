@@ -83,7 +83,7 @@ def plugin_state(scheduler: Any) -> dict[str, Any]:
             "memory": memory_usage(scheduler)}
 
 
-def memory_usage(scheduler: Any) -> dict[str, int]:
+def memory_usage(scheduler: Any) -> dict[str, int | None]:
     """Token counts of the KV pools: idle, `device_free + evictable == device_total`,
     `protected == 0` and `host_free + host_in_tree == host_total` (nothing leaked or locked)."""
     cache = scheduler.tree_cache
@@ -97,11 +97,16 @@ def memory_usage(scheduler: Any) -> dict[str, int]:
     return out
 
 
-def _host_tokens_in_tree(cache: Any) -> int:
-    """Host-pool tokens the radix tree references (a walk: for the stats route, not hot paths)."""
+def _host_tokens_in_tree(cache: Any) -> int | None:
+    """Host-pool tokens the radix tree references (a walk: for the stats route, not hot paths);
+    None with SGLang's Rust tree core, which has no Python nodes to walk."""
     from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
 
-    total, stack = 0, [cache.tree_core.root_node]
+    try:
+        root = cache.tree_core.root_node
+    except NotImplementedError:
+        return None
+    total, stack = 0, [root]
     while stack:
         node = stack.pop()
         host_value = node.component_data[ComponentType.FULL].host_value
@@ -117,7 +122,12 @@ def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) 
     This is how a client (and the tests, and `/scalesim/v1/stats`) see that the plugin is
     live inside the scheduler process and what its distance table holds.
     """
-    result.internal_state[PLUGIN_NAME] = plugin_state(scheduler)
+    try:
+        result.internal_state[PLUGIN_NAME] = plugin_state(scheduler)
+    except Exception as exc:  # a stats request must never take the scheduler down
+        current().hook_errors += 1
+        logger.exception("ScaleSim stats failed")
+        result.internal_state[PLUGIN_NAME] = {"active": True, "error": f"{type(exc).__name__}: {exc}"}
     return result
 
 
