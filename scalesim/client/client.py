@@ -34,7 +34,7 @@ from scalesim.client.base import (
     completion_kwargs,
     distances_body,
 )
-from scalesim.distance.table import DistanceTable
+from scalesim.distance.table import DistanceTable, validate_distances
 
 
 class _State:
@@ -45,6 +45,12 @@ class _State:
         self.table = DistanceTable(time.monotonic)
         self.epoch = 0
         self.scalesim: bool | None = None
+
+    def found(self, stats: dict[str, Any] | None) -> None:
+        """The server answered the stats probe: ScaleSim or not; number epochs after its own."""
+        self.scalesim = stats is not None
+        if stats is not None:
+            self.epoch = max(self.epoch, int(stats.get("http", {}).get("distance_epoch", 0)))
 
     def next_push(self, distances: Mapping[str, float], replace: bool, ttl: float | None) -> dict[str, Any]:
         self.table.update(distances, self.epoch + 1, ttl=ttl, replace=replace)  # validates; raises on bad input
@@ -77,15 +83,18 @@ class AsyncScaleSimClient:
 
     async def has_scalesim(self) -> bool:
         if self._state.scalesim is None:
-            response = await self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True)
-            self._state.scalesim = response is not None
+            self._state.found(await self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True))
         return self._state.scalesim
 
     async def push_step(self, distances: Mapping[str, float], *, replace: bool = True,
                         ttl: float | None = None) -> dict[str, Any] | None:
-        """Push this step's distances (a full table by default); None on stock SGLang."""
+        """Push this step's distances (a full table by default); None on stock SGLang. Epochs
+        continue from the server's latest, so a new client (or a restarted simulation) just
+        pushes; one client should own the table."""
+        validate_distances(distances)  # a bad table is refused before anything is sent
+        scalesim = await self.has_scalesim()
         body = self._state.next_push(distances, replace, ttl)
-        if not await self.has_scalesim():
+        if not scalesim:
             return None
         return await self._send("POST", "/scalesim/v1/distances", body, "push distances")
 
@@ -161,13 +170,15 @@ class ScaleSimClient:
 
     def has_scalesim(self) -> bool:
         if self._state.scalesim is None:
-            self._state.scalesim = self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True) is not None
+            self._state.found(self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True))
         return self._state.scalesim
 
     def push_step(self, distances: Mapping[str, float], *, replace: bool = True,
                   ttl: float | None = None) -> dict[str, Any] | None:
+        validate_distances(distances)
+        scalesim = self.has_scalesim()
         body = self._state.next_push(distances, replace, ttl)
-        if not self.has_scalesim():
+        if not scalesim:
             return None
         return self._send("POST", "/scalesim/v1/distances", body, "push distances")
 

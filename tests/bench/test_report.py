@@ -1,0 +1,56 @@
+"""Headline ratios and the run's trace, with exact numbers."""
+
+from __future__ import annotations
+
+from scalesim.bench.report import headline, markdown, summarise
+from scalesim.bench.sim import RequestRecord, WorkloadRun, trace_of
+from scalesim.bench.systems import Budget, select
+
+
+def _m(makespan: float, hit: float = 0.5) -> dict:
+    return {"makespan_s": makespan, "kv_hit_rate": hit}
+
+
+def test_gap_closed_speedup_and_bound_ratio():
+    h = headline({"sglang-lru": _m(100), "sglang-lfu": _m(90), "scalesim": _m(64, 0.45), "unlimited": _m(60)},
+                 oracle=0.5)
+    assert h["best_stock"] == "sglang-lfu"
+    assert h["speedup"] == round(90 / 64, 3) and h["gap_closed"] == round(26 / 30, 3)
+    assert h["vs_unlimited"] == round(64 / 60, 3) and h["hit_vs_oracle"] == 0.9
+    assert h["met"] == {"gap_closed": True, "vs_unlimited": True, "hit_vs_oracle": True}
+
+
+def test_no_gap_to_close_and_missing_systems_give_none():
+    h = headline({"sglang-lru": _m(50), "scalesim": _m(55), "unlimited": _m(52)}, oracle=None)
+    assert h["gap_closed"] is None and h["hit_vs_oracle"] is None and h["speedup"] == round(50 / 55, 3)
+    assert headline({"sglang-lru": _m(50)}, oracle=0.3)["speedup"] is None
+
+
+def test_trace_next_step_is_the_agents_next_call():
+    records = [RequestRecord(0, "a", 100, 110, 0, 5, 0.1), RequestRecord(0, "b", 90, 95, 0, 5, 0.1),
+               RequestRecord(2, "a", 100, 110, 100, 5, 0.1)]
+    trace = trace_of(records)
+    assert [(t.step, t.agent, t.next_step) for t in trace] == [(0, "a", 2), (0, "b", None), (2, "a", None)]
+    run = WorkloadRun("w", "scalesim", 2.0, records)
+    results = summarise([run], {"w": 0.5}, params={"agents": 2, "active": 0.5, "resident": 0.5, "steps": 3, "seed": 0},
+                        budget={"kv_tokens": 1, "unlimited_kv_tokens": 2, "adapter_slots": 1}, model="m", adapters=False)
+    m = results["workloads"]["w"]["systems"]["scalesim"]
+    assert (m["requests"], m["kv_hit_rate"], m["recomputed_tokens"], m["cold_share"]) == (3, round(1 / 3, 4), 215, round(2 / 3, 4))
+    assert "| w |" in markdown(results)
+
+
+def test_budget_holds_the_working_set_plus_the_resident_share():
+    b = Budget.of([1000, 2000, 1500, 1200], active=1, resident=2, tail_tokens=100, output_tokens=32)
+    assert b.kv_tokens == 2000 + 132 + 2 * 1425 and b.adapter_slots == 2
+    assert b.unlimited_kv_tokens == 5700 + 2132 and b.adapters == 4
+    (unlimited,) = select("unlimited")
+    assert b.serve_args(unlimited, lora=True) == ["--max-total-tokens", "7832", "--max-loras-per-batch", "4"]
+
+
+def test_system_names_are_checked():
+    assert [s.name for s in select("sglang-lru,scalesim")] == ["sglang-lru", "scalesim"]
+    assert len(select("all")) == 14
+    import pytest
+
+    with pytest.raises(ValueError, match="valid: all, sglang-lru"):
+        select("sglang-lruu")
