@@ -11,6 +11,14 @@ from scalesim.client import AgentSpec, AsyncScaleSimClient, ScaleSimClient, Scal
 pytestmark = pytest.mark.server
 
 
+@pytest.fixture(autouse=True)
+def empty_table_after(server):
+    """The shared server's distance table is left empty, as the other tests expect to find it."""
+    yield
+    with ScaleSimClient(server.base_url) as client:
+        client.push_step({}, replace=True)
+
+
 def test_sync_client_tags_pushes_registers_and_reports_refusals(server):
     with ScaleSimClient(server.base_url) as client:
         assert client.has_scalesim()
