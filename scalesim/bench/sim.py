@@ -98,8 +98,8 @@ class Bench:
         sims = {w: self._make(w) for w in config.workloads if w != Replay.name or config.trace is not None}
         self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
         p = config.params
-        self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents, tail_tokens=TAIL_TOKENS,
-                                output_tokens=p.output_tokens)
+        self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents,
+                                tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens)
         self.adapter_paths = self._adapters() if config.adapters else []
 
     def _make(self, workload: str) -> Simulation:
@@ -174,6 +174,8 @@ class Bench:
                 records.append(RequestRecord(step, call.agent, tokens[call.agent], result.prompt_tokens,
                                              result.cached_tokens, result.completion_tokens, result.latency_s))
             sim.end_step(step)
+            if (step + 1) % 10 == 0 and step + 1 < sim.n_steps:
+                self.log(f"      {workload}: step {step + 1}/{sim.n_steps}, {len(records)} requests")
         makespan = time.perf_counter() - start
         after = await client.stats() if system.hints else None
         return WorkloadRun(workload, system.name, makespan, records, server_delta(before, after))

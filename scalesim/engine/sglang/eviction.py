@@ -44,7 +44,7 @@ class StrategyConfig:
     order: str = "distance"
     learned: bool = True
     agent_series: int = DEFAULT_MAX_AGENT_SERIES
-    prefetch: bool = True  # host-to-device loads ahead of requests (with the host tier on)
+    prefetch: bool = True  # loads ahead of requests: host-to-device KV (host tier on) and adapter slots
 
 
 def parse_config(config: dict[str, Any] | None) -> StrategyConfig:
@@ -74,6 +74,7 @@ class AgentDistanceStrategy(EvictionStrategy):
         self.state.learned_enabled = parsed.learned
         self.state.counters.max_agent_series = parsed.agent_series
         prefetcher().enabled = parsed.prefetch
+        adapters().prefetch_enabled = parsed.prefetch
 
     def get_priority(self, node: Any) -> tuple:
         # version 0 and key None: SGLang compares (priority, node) tuples, and the unique

@@ -57,6 +57,7 @@ class AdapterTracker:
         self.registered: dict[str, str] = {}  # agent -> adapter name (registrations)
         self._unresolved: dict[str, str] = {}  # registered, adapter not yet seen loaded
         self.counters = TierCounters("slot")  # misses are demand loads, on the request path
+        self.prefetch_enabled = True  # `{"prefetch": false}` in the radix policy config turns it off
         self.last_batch: set = set()
 
     def register(self, adapters: dict[str, str]) -> None:
@@ -193,6 +194,8 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     t = tracker()
     if _WORKER is not None:
         _WORKER.drain(manager)
+    if not t.prefetch_enabled:
+        return
     pool = manager.memory_pool
     resident = pool.uid_to_buffer_id
     running = kwargs.get("running_batch", args[0] if args else None)

@@ -89,3 +89,17 @@ def test_serve_checks_options_and_tree_core(monkeypatch):
     monkeypatch.setenv(eviction.TREE_CORE_ENV, "rust")
     with pytest.raises(ServeError, match="needs SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND=python"):
         check_eviction_setup(None)
+
+
+def test_prefetch_false_turns_off_kv_and_adapter_slot_prefetch_and_keeps_eviction():
+    from scalesim.engine.sglang.kv_prefetch import prefetcher
+    from scalesim.engine.sglang.lora_slots import tracker
+
+    try:
+        strategy = AgentDistanceStrategy(prefetch=False)
+        assert prefetcher().enabled is False and tracker().prefetch_enabled is False
+        assert strategy.priority is not None  # distance-aware eviction stays
+        AgentDistanceStrategy()
+        assert prefetcher().enabled is True and tracker().prefetch_enabled is True
+    finally:
+        prefetcher().enabled = tracker().prefetch_enabled = True
