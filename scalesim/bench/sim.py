@@ -132,7 +132,8 @@ class Bench:
             log_path = self.config.out / "logs" / f"{system.name}.log"
             with ServerProcess(self.serve_args(system), self.config.port, log_path, env=dict(system.env)) as server:
                 runs += asyncio.run(self._run_system(system, server.base_url))
-        return self._results(runs)
+            results = self._results(runs)  # after every system: a later failure loses nothing
+        return results
 
     async def _run_system(self, system: System, base_url: str) -> list[WorkloadRun]:
         out = []

@@ -115,8 +115,18 @@ class AsyncScaleSimClient:
     async def stats(self) -> dict[str, Any] | None:
         return await self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True)
 
-    async def flush_cache(self) -> None:
-        await self._send("POST", "/flush_cache", None, "flush cache")
+    async def flush_cache(self, wait_s: float = 120.0) -> None:
+        """Empty the server's prefix cache, waiting (up to `wait_s`) until SGLang is idle: it
+        refuses while requests or host-tier transfers are still pending."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                await self._send("POST", "/flush_cache", None, "flush cache")
+                return
+            except ScaleSimError as exc:
+                if exc.status != 400 or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.5)
 
     async def _send(self, method: str, path: str, body: Any, what: str, *, allow_404: bool = False) -> Any:
         for attempt in range(self.config.max_retries + 1):
@@ -198,8 +208,16 @@ class ScaleSimClient:
     def stats(self) -> dict[str, Any] | None:
         return self._send("GET", "/scalesim/v1/stats", None, "stats", allow_404=True)
 
-    def flush_cache(self) -> None:
-        self._send("POST", "/flush_cache", None, "flush cache")
+    def flush_cache(self, wait_s: float = 120.0) -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._send("POST", "/flush_cache", None, "flush cache")
+                return
+            except ScaleSimError as exc:
+                if exc.status != 400 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def _send(self, method: str, path: str, body: Any, what: str, *, allow_404: bool = False) -> Any:
         for attempt in range(self.config.max_retries + 1):
