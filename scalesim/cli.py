@@ -69,6 +69,14 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_report(args: argparse.Namespace) -> int:
+    from scalesim.bench.report import markdown
+    from scalesim.bench.sim import rescore
+
+    print(markdown(rescore(Path(args.out))).split("\n## ")[0])
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from scalesim.models import smollm2, tiny
 
@@ -153,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=31000)
     sim.add_argument("--serve-arg", action="append", default=[], help="extra argument for every server (repeat)")
     sim.set_defaults(fn=_cmd_bench_sim)
+    rep = bench_sub.add_parser("report", help="recompute the headline, table and plot of a finished `bench sim` run")
+    rep.add_argument("--out", default="bench-results")
+    rep.set_defaults(fn=_cmd_bench_report)
 
     models = sub.add_parser("models", help="build the embedded models into the cache (idempotent)")
     models.add_argument("which", choices=["default", "tiny", "all"], nargs="?", default="all")

@@ -13,17 +13,18 @@ def _m(makespan: float, hit: float = 0.5) -> dict:
 
 def test_gap_closed_speedup_and_bound_ratio():
     h = headline({"sglang-lru": _m(100), "sglang-lfu": _m(90), "scalesim": _m(64, 0.45), "unlimited": _m(60)},
-                 oracle=0.5)
+                 oracles={"device": 0.3, "device_host": 0.5})
     assert h["best_stock"] == "sglang-lfu"
     assert h["speedup"] == round(90 / 64, 3) and h["gap_closed"] == round(26 / 30, 3)
-    assert h["vs_unlimited"] == round(64 / 60, 3) and h["hit_vs_oracle"] == 0.9
+    assert h["vs_unlimited"] == round(64 / 60, 3) and h["hit_vs_oracle"] == 0.9  # against device + host
+    assert (h["oracle_hit_rate"], h["oracle_hit_rate_device"]) == (0.5, 0.3)
     assert h["met"] == {"gap_closed": True, "vs_unlimited": True, "hit_vs_oracle": True}
 
 
 def test_no_gap_to_close_and_missing_systems_give_none():
-    h = headline({"sglang-lru": _m(50), "scalesim": _m(55), "unlimited": _m(52)}, oracle=None)
+    h = headline({"sglang-lru": _m(50), "scalesim": _m(55), "unlimited": _m(52)}, oracles=None)
     assert h["gap_closed"] is None and h["hit_vs_oracle"] is None and h["speedup"] == round(50 / 55, 3)
-    assert headline({"sglang-lru": _m(50)}, oracle=0.3)["speedup"] is None
+    assert headline({"sglang-lru": _m(50)}, oracles={"device_host": 0.3})["speedup"] is None
 
 
 def test_trace_next_step_is_the_agents_next_call():
@@ -32,7 +33,7 @@ def test_trace_next_step_is_the_agents_next_call():
     trace = trace_of(records)
     assert [(t.step, t.agent, t.next_step) for t in trace] == [(0, "a", 2), (0, "b", None), (2, "a", None)]
     run = WorkloadRun("w", "scalesim", 2.0, records)
-    results = summarise([run], {"w": 0.5}, params={"agents": 2, "active": 0.5, "resident": 0.5, "steps": 3, "seed": 0},
+    results = summarise([run], {"w": {"device": 0.4, "device_host": 0.5}}, params={"agents": 2, "active": 0.5, "resident": 0.5, "steps": 3, "seed": 0},
                         budget={"kv_tokens": 1, "unlimited_kv_tokens": 2, "adapter_slots": 1}, model="m", adapters=False)
     m = results["workloads"]["w"]["systems"]["scalesim"]
     assert (m["requests"], m["kv_hit_rate"], m["recomputed_tokens"], m["cold_share"]) == (3, round(1 / 3, 4), 215, round(2 / 3, 4))

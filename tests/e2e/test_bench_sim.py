@@ -37,7 +37,7 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         assert systems["sglang-lru"]["server"] == {}  # stock SGLang has no ScaleSim counters
         h = entry["headline"]
         assert h["best_stock"] in ("sglang-lru", "sglang-lru+host") and h["speedup"] > 0 and h["vs_unlimited"] > 0
-        assert 0 <= h["oracle_hit_rate"] <= 1
+        assert 0 <= h["oracle_hit_rate_device"] <= h["oracle_hit_rate"] <= 1
         trace = read_trace(out / f"trace-{name}.jsonl")
         assert len(trace) == counts["scalesim"]
     assert (out / "makespan.png").stat().st_size > 1000
