@@ -58,20 +58,48 @@ class _State:
         return distances_body(distances, self.epoch, replace=replace, ttl=ttl, unit=self.table.unit)
 
 
-class AsyncScaleSimClient:
-    """Asynchronous client (asyncio): many agents' requests in flight at once."""
+class _ClientBase:
+    """What both clients hold, and their retry decisions (no I/O here)."""
 
-    def __init__(self, base_url: str | None = None, **config: Any) -> None:
+    def __init__(self, base_url: str | None, openai_cls: Any, http_cls: Any, **config: Any) -> None:
         self.config = ClientConfig.resolve(base_url, **config)
         self._state = _State(self.config)
-        self.openai = AsyncOpenAI(base_url=self.config.openai_base_url, api_key=self.config.api_key,
-                                  timeout=self.config.timeout, max_retries=self.config.max_retries)
-        self._http = httpx.AsyncClient(base_url=self.config.base_url, timeout=self.config.timeout,
-                                       headers=self.config.headers)
+        self.openai = openai_cls(base_url=self.config.openai_base_url, api_key=self.config.api_key,
+                                 timeout=self.config.timeout, max_retries=self.config.max_retries)
+        self._http = http_cls(base_url=self.config.base_url, timeout=self.config.timeout,
+                              headers=self.config.headers)
 
     @property
     def table(self) -> DistanceTable:
         return self._state.table
+
+    def _settle(self, attempt: int, what: str, response: httpx.Response | None, error: Exception | None,
+                allow_404: bool) -> tuple[bool, Any]:
+        """(True, reply) when the call is over, (False, None) to retry; raises a final error."""
+        last = attempt == self.config.max_retries
+        if response is None:
+            if last:
+                raise ScaleSimError(f"{what}: server unreachable at {self.config.base_url}: {error}") from error
+            return False, None
+        if response.status_code in RETRY_STATUSES and not last:
+            return False, None
+        if allow_404 and response.status_code == 404:
+            return True, None
+        check_reply(response.status_code, response.text, what)
+        return True, _json(response)
+
+    @staticmethod
+    def _flush_refused(exc: ScaleSimError, deadline: float) -> None:
+        """SGLang refuses a flush (400) while work is pending: wait, unless time is up."""
+        if exc.status != 400 or time.monotonic() > deadline:
+            raise exc
+
+
+class AsyncScaleSimClient(_ClientBase):
+    """Asynchronous client (asyncio): many agents' requests in flight at once."""
+
+    def __init__(self, base_url: str | None = None, **config: Any) -> None:
+        super().__init__(base_url, AsyncOpenAI, httpx.AsyncClient, **config)
 
     async def complete(self, agent_id: str, prompt: str, *, max_tokens: int = 32, adapter: str | None = None,
                        temperature: float = 0.0, distance: float | None = None) -> Completion:
@@ -124,23 +152,19 @@ class AsyncScaleSimClient:
                 await self._send("POST", "/flush_cache", None, "flush cache")
                 return
             except ScaleSimError as exc:
-                if exc.status != 400 or time.monotonic() > deadline:
-                    raise
+                self._flush_refused(exc, deadline)
             await asyncio.sleep(0.5)
 
     async def _send(self, method: str, path: str, body: Any, what: str, *, allow_404: bool = False) -> Any:
         for attempt in range(self.config.max_retries + 1):
+            response, error = None, None
             try:
                 response = await self._http.request(method, path, json=body)
             except httpx.TransportError as exc:
-                if attempt == self.config.max_retries:
-                    raise ScaleSimError(f"{what}: server unreachable at {self.config.base_url}: {exc}") from exc
-            else:
-                if response.status_code not in RETRY_STATUSES or attempt == self.config.max_retries:
-                    if allow_404 and response.status_code == 404:
-                        return None
-                    check_reply(response.status_code, response.text, what)
-                    return _json(response)
+                error = exc
+            done, reply = self._settle(attempt, what, response, error, allow_404)
+            if done:
+                return reply
             await asyncio.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -155,20 +179,11 @@ class AsyncScaleSimClient:
         await self.aclose()
 
 
-class ScaleSimClient:
+class ScaleSimClient(_ClientBase):
     """Synchronous client: the same calls as `AsyncScaleSimClient`, blocking."""
 
     def __init__(self, base_url: str | None = None, **config: Any) -> None:
-        self.config = ClientConfig.resolve(base_url, **config)
-        self._state = _State(self.config)
-        self.openai = OpenAI(base_url=self.config.openai_base_url, api_key=self.config.api_key,
-                             timeout=self.config.timeout, max_retries=self.config.max_retries)
-        self._http = httpx.Client(base_url=self.config.base_url, timeout=self.config.timeout,
-                                  headers=self.config.headers)
-
-    @property
-    def table(self) -> DistanceTable:
-        return self._state.table
+        super().__init__(base_url, OpenAI, httpx.Client, **config)
 
     def complete(self, agent_id: str, prompt: str, *, max_tokens: int = 32, adapter: str | None = None,
                  temperature: float = 0.0, distance: float | None = None) -> Completion:
@@ -215,23 +230,19 @@ class ScaleSimClient:
                 self._send("POST", "/flush_cache", None, "flush cache")
                 return
             except ScaleSimError as exc:
-                if exc.status != 400 or time.monotonic() > deadline:
-                    raise
+                self._flush_refused(exc, deadline)
             time.sleep(0.5)
 
     def _send(self, method: str, path: str, body: Any, what: str, *, allow_404: bool = False) -> Any:
         for attempt in range(self.config.max_retries + 1):
+            response, error = None, None
             try:
                 response = self._http.request(method, path, json=body)
             except httpx.TransportError as exc:
-                if attempt == self.config.max_retries:
-                    raise ScaleSimError(f"{what}: server unreachable at {self.config.base_url}: {exc}") from exc
-            else:
-                if response.status_code not in RETRY_STATUSES or attempt == self.config.max_retries:
-                    if allow_404 and response.status_code == 404:
-                        return None
-                    check_reply(response.status_code, response.text, what)
-                    return _json(response)
+                error = exc
+            done, reply = self._settle(attempt, what, response, error, allow_404)
+            if done:
+                return reply
             time.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 
