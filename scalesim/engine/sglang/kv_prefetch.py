@@ -5,7 +5,12 @@ SGLang loads a prefix back from host memory only when its request is admitted. B
 the prefixes of the nearest agents (pushed distance within `LOOKAHEAD`, nearest first) whose
 latest prefix is in host memory only, and holds each on the device (a tree lock) until the
 agent's next request has used it, the agent is no longer near, or `HOLD_UPDATES` distance
-updates or `HOLD_STEPS` scheduler iterations pass (both counts are the same on every rank).
+updates or `HOLD_STEPS` busy scheduler iterations pass (both counts are the same on every rank).
+Only iterations with requests running or waiting count: an idle server polls its sockets
+thousands of times between two simulation steps, and one step of 32-token answers is already
+some 200 iterations on CPU, so a bound in plain iterations released a prefetch made for the
+next step just before that step came (seen in the debate benchmark). The bound is for a
+simulation that stopped pushing distances while other traffic goes on.
 Rules:
 
 - A demand load always goes first: nothing is prefetched while requests wait or SGLang has
@@ -48,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 LOOKAHEAD = 1.0
 HOLD_UPDATES = 3  # a hold ends after this many distance updates...
-HOLD_STEPS = 200  # ...or this many scheduler iterations (so a stalled simulation frees it too)
+HOLD_STEPS = 2000  # ...or this many busy scheduler iterations (so a stalled simulation frees it too)
 MAX_HELD_FRACTION = 0.5
 CANDIDATES = 8  # nearest agents considered per scan
 
@@ -99,7 +104,7 @@ class KVPrefetcher:
         self.prefetching = False
         self.copies: list[Copy] = []  # background copies not yet known to be finished
         self._scanned_pushes = -1
-        self.steps = 0  # scheduler iterations seen
+        self.steps = 0  # busy scheduler iterations seen (requests running or waiting)
 
     # -- bookkeeping from the tree's events -------------------------------------------------
 
@@ -181,7 +186,8 @@ class KVPrefetcher:
         if not self.enabled or controller is None or not hasattr(cache, "load_back"):
             return
         state = current()
-        self.steps += 1
+        if scheduler.waiting_queue or not _batch_empty(getattr(scheduler, "running_batch", None)):
+            self.steps += 1
         self._expire(cache, state)
         if state.pushes_applied == self._scanned_pushes:
             return  # nothing changed since the last scan
@@ -244,6 +250,10 @@ class KVPrefetcher:
             if room >= tokens:
                 return True
         return False
+
+
+def _batch_empty(batch: Any) -> bool:
+    return batch is None or batch.is_empty()
 
 
 def _host_anchor(node: Any) -> Any:

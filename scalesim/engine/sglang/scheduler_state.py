@@ -45,6 +45,8 @@ class SchedulerState:
         self.counters = AgentCounters()
         self._agent_of_rid: OrderedDict[str, str] = OrderedDict()
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        self._latest: dict[str, weakref.ref] = {}  # agent -> the node its latest checkpoint ended at
+        self._stale: weakref.WeakSet[Any] = weakref.WeakSet()  # owned once, left by every owner
         self.hook_errors = 0
         self.tree_timing: dict[str, list[float]] = {}  # op -> [calls, seconds]; SCALESIM_TREE_TIMING=1
         self.pushes_applied = 0
@@ -116,11 +118,13 @@ class SchedulerState:
 
     def tag_path(self, req: Any, node: Any) -> None:
         """Record the request's agent as an owner of every node from `node` (where its
-        checkpoint ended) up to the root (the root is never evicted and not tracked)."""
+        checkpoint ended) up to the root (the root is never evicted and not tracked), and
+        drop it from the branch its previous checkpoint left (`_leave_stale_branch`)."""
         agent = self.agent_of(req)
         if agent is None or node is None:
             return
         owners = self._owners
+        latest = node
         while node is not None and node.parent is not None:
             got = owners.get(node)
             if got is None:
@@ -129,6 +133,36 @@ class SchedulerState:
                 break  # this node and its ancestors were tagged by an earlier checkpoint
             else:
                 got.add(agent)
+            node = node.parent
+        self._leave_stale_branch(agent, latest)
+
+    def _leave_stale_branch(self, agent: str, latest: Any) -> None:
+        """The agent's state is the path of its latest checkpoint. Where that path left the
+        previous one (a simulation agent's prompt is its private prefix plus a new situation
+        each call), the previous branch below the fork (the old situation and answer) is not
+        the agent's any more: it loses the agent as owner, so with no other owner it goes
+        first (`UNKNOWN`), before any agent's prefix. Otherwise a near agent's dead tails,
+        one per call, would outlive far agents' prefixes in both tiers. A path that extends
+        the previous one (a multi-turn conversation) leaves nothing behind."""
+        ref = self._latest.get(agent)
+        self._latest[agent] = weakref.ref(latest)
+        previous = ref() if ref is not None else None
+        if previous is None or previous is latest:
+            return
+        on_path = set()
+        node = latest
+        while node is not None:
+            on_path.add(node)
+            node = node.parent
+        owners = self._owners
+        node = previous
+        while node is not None and node.parent is not None and node not in on_path:
+            got = owners.get(node)
+            if got is not None and agent in got:
+                got.discard(agent)
+                if not got:
+                    del owners[node]
+                    self._stale.add(node)
             node = node.parent
 
     def on_split(self, child: Any, new_parent: Any) -> None:
@@ -140,8 +174,9 @@ class SchedulerState:
     def on_evict(self, node: Any, tokens: int) -> None:
         owners = self._owners.get(node)
         if not owners:
-            self.counters.evicted_node("untagged", tokens)
-            self.counters.evicted(None, "untagged", tokens)
+            reason = "stale" if node in self._stale else "untagged"
+            self.counters.evicted_node(reason, tokens)
+            self.counters.evicted(None, reason, tokens)
             return
         reason = "farthest" if self.node_distance(node) != UNKNOWN else "no_distance"
         self.counters.evicted_node(reason, tokens)
@@ -162,6 +197,8 @@ class SchedulerState:
     def reset_tree(self) -> None:
         """The radix cache was flushed: no node survives."""
         self._owners.clear()
+        self._latest.clear()
+        self._stale.clear()
 
     # -- reporting ------------------------------------------------------------------------
 

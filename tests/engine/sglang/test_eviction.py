@@ -40,15 +40,39 @@ def _victim_order(strategy, nodes):
 def test_victims_farthest_first_then_lru_and_unknown_before_known(state):
     root = Node(0, 0.0)
     nodes = [Node(i, t, root) for i, t in [(1, 5.0), (2, 1.0), (3, 3.0), (4, 2.0), (5, 4.0), (6, 0.5)]]
-    for node, agent in zip(nodes, ["near", "far", "far", "mid", "unknown", "unknown"]):
+    for node, agent in zip(nodes, ["near", "far", "far-too", "mid", "unknown", "unknown-too"]):
         _tag(state, node, agent)
-    strategy = AgentDistanceStrategy(learned=False)  # "far" was announced twice: it would have one
+    strategy = AgentDistanceStrategy(learned=False)  # else the announcements would teach one
     # No distances at all: pure LRU (oldest access first).
     assert _victim_order(strategy, nodes) == [6, 2, 4, 3, 5, 1]
-    state.table.update({"near": 1, "mid": 4, "far": 9}, 1)
+    state.table.update({"near": 1, "mid": 4, "far": 9, "far-too": 9}, 1)
     # Unknown agents first (LRU among them), then farthest first, LRU among equals.
     assert _victim_order(strategy, nodes) == [6, 5, 2, 3, 4, 1]
     assert _victim_order(AgentDistanceStrategy(order="lru", learned=False), nodes) == [6, 2, 4, 3, 5, 1]
+
+
+def test_an_agents_earlier_call_tail_goes_before_any_prefix(state):
+    """Each call is the agent's prefix plus a new situation: after `near`'s second call, the
+    tail of its first call (id 3) is left behind and goes first, before `far`'s prefix (2) and
+    tail (6); the latest tail (4) keeps `near`'s distance. A call that extends the previous one
+    (5 below 4, a conversation) leaves nothing behind."""
+    root = Node(0, 0.0)
+    near_prefix, far_prefix = Node(1, 1.0, root), Node(2, 1.0, root)
+    first_tail, second_tail = Node(3, 2.0, near_prefix), Node(4, 3.0, near_prefix)
+    far_tail = Node(6, 1.5, far_prefix)
+    nodes = [near_prefix, far_prefix, first_tail, second_tail, far_tail]
+    strategy = AgentDistanceStrategy(learned=False)
+    state.table.update({"near": 1, "far": 9}, 1)
+    _tag(state, far_tail, "far")
+    _tag(state, first_tail, "near")
+    assert _victim_order(strategy, nodes[:3]) == [2, 1, 3]  # farthest first, LRU among equals
+    _tag(state, second_tail, "near")
+    assert _victim_order(strategy, nodes) == [3, 2, 6, 1, 4]
+    assert 3 not in [n.id for n in state._owners]
+    _tag(state, Node(5, 4.0, second_tail), "near")  # extends the latest path: 4 keeps its owner
+    assert _victim_order(strategy, nodes) == [3, 2, 6, 1, 4]
+    state.on_evict(first_tail, 7)
+    assert state.report()["evicted_tokens_by_reason"] == {"farthest": 0, "no_distance": 0, "stale": 7, "untagged": 0}
 
 
 def test_equal_priorities_fall_back_to_node_ids(state):

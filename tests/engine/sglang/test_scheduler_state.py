@@ -77,7 +77,7 @@ def test_split_copies_owners_and_eviction_reasons(state):
     state.on_evict(upper, 12)  # owned, with a distance
     state.on_evict(Node(root, tokens=5), 5)  # untagged
     report = state.report()
-    assert report["evicted_tokens_by_reason"] == {"farthest": 12, "no_distance": 30, "untagged": 5}
+    assert report["evicted_tokens_by_reason"] == {"farthest": 12, "no_distance": 30, "stale": 0, "untagged": 5}
     assert report["cache"]["evicted_nodes"] == 3 and report["cache"]["evicted_tokens"] == 47
     assert report["per_agent"]["a"]["evicted_tokens"] == 42
     assert report["per_agent"]["_none"]["evicted_tokens"] == 5
