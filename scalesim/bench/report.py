@@ -125,7 +125,30 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {system} | {m['makespan_s']:.1f} | {m['requests_per_s']:.2f} | "
                          f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f} | {m['kv_hit_rate']:.2f} | "
                          f"{m['cached_token_share']:.2f} | {m['recomputed_tokens']} | {m['cold_share']:.2f} |")
+        notes = [counters_line(system, m["server"]) for system, m in entry["systems"].items() if m.get("server")]
+        if notes:
+            lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+def counters_line(system: str, server: dict[str, Any]) -> str:
+    """A ScaleSim system's own counters over one workload, as one Markdown list item."""
+    parts = []
+    kv = server.get("host_kv") or {}
+    if kv:
+        parts.append(f"KV prefetch {kv.get('prefetch_issued', 0):g} issued, {kv.get('prefetch_used', 0):g} used, "
+                     f"{kv.get('prefetch_wasted', 0):g} wasted ({kv.get('prefetch_waited', 0):g} waited for); "
+                     f"requests served from host memory {kv.get('hits', 0):g}; "
+                     f"load wait {kv.get('wait_seconds', 0):.2f} s")
+    lora = server.get("lora") or {}
+    if lora.get("hits") or lora.get("misses"):
+        parts.append(f"adapter slots {lora['hits']:g} hits, {lora['misses']:g} misses, "
+                     f"prefetch {lora.get('prefetch_used', 0):g}/{lora.get('prefetch_issued', 0):g} used")
+    evicted = server.get("evicted_tokens_by_reason") or {}
+    if evicted:
+        parts.append("evicted tokens " + ", ".join(f"{reason} {tokens:g}" for reason, tokens in evicted.items()))
+    parts.append(f"hook errors {server.get('hook_errors', 0)}")
+    return f"- `{system}`: " + "; ".join(parts)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -239,7 +239,7 @@ def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
         return {}
     b, a = before["schedulers"][0], after["schedulers"][0]
     out: dict[str, Any] = {}
-    for section in ("host_kv", "lora"):
+    for section in ("host_kv", "lora", "evicted_tokens_by_reason"):
         if isinstance(a.get(section), dict):
             out[section] = {k: round(v - b[section].get(k, 0), 6) for k, v in a[section].items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalesim.bench.report import headline, markdown, summarise
+from scalesim.bench.report import counters_line, headline, markdown, summarise
 from scalesim.bench.sim import RequestRecord, WorkloadRun, trace_of
 from scalesim.bench.systems import Budget, select
 
@@ -25,6 +25,17 @@ def test_no_gap_to_close_and_missing_systems_give_none():
     h = headline({"sglang-lru": _m(50), "scalesim": _m(55), "unlimited": _m(52)}, oracles=None)
     assert h["gap_closed"] is None and h["hit_vs_oracle"] is None and h["speedup"] == round(50 / 55, 3)
     assert headline({"sglang-lru": _m(50)}, oracles={"device_host": 0.3})["speedup"] is None
+
+
+def test_scalesim_counters_line():
+    server = {"host_kv": {"prefetch_issued": 30, "prefetch_used": 24, "prefetch_wasted": 6, "prefetch_waited": 1,
+                          "hits": 20, "wait_seconds": 0.29386},
+              "lora": {"hits": 0, "misses": 0},
+              "evicted_tokens_by_reason": {"farthest": 900, "no_distance": 0, "stale": 1200, "untagged": 0},
+              "hook_errors": 0}
+    assert counters_line("scalesim", server) == (
+        "- `scalesim`: KV prefetch 30 issued, 24 used, 6 wasted (1 waited for); requests served from host memory 20; "
+        "load wait 0.29 s; evicted tokens farthest 900, no_distance 0, stale 1200, untagged 0; hook errors 0")
 
 
 def test_trace_next_step_is_the_agents_next_call():
