@@ -57,7 +57,8 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
                                   output_tokens=args.output_tokens),
             workloads=tuple(w.strip() for w in args.workloads.split(",") if w.strip()),
             systems=tuple(select(args.systems)), model=model, out=Path(args.out), adapters=not args.no_adapters,
-            trace=Path(args.trace) if args.trace else None, port=args.port, extra_args=tuple(args.serve_arg))
+            trace=Path(args.trace) if args.trace else None, port=args.port, extra_args=tuple(args.serve_arg),
+            repeats=args.repeats)
     except ValueError as exc:
         print(f"scalesim bench sim: error: {exc}", file=sys.stderr)
         return 2
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="bench-results")
     sim.add_argument("--port", type=int, default=31000)
     sim.add_argument("--serve-arg", action="append", default=[], help="extra argument for every server (repeat)")
+    sim.add_argument("--repeats", type=int, default=1,
+                     help="rounds over every system (alternating order); figures of the median round per system")
     sim.set_defaults(fn=_cmd_bench_sim)
     rep = bench_sub.add_parser("report", help="recompute the headline, table and plot of a finished `bench sim` run")
     rep.add_argument("--out", default="bench-results")

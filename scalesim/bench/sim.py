@@ -47,10 +47,13 @@ class RunConfig:
     trace: Path | None = None
     port: int = 31000
     extra_args: tuple[str, ...] = ()
+    repeats: int = 1  # rounds over every system, in alternating order (ABC, CBA, ...)
 
     def __post_init__(self) -> None:
         if not self.workloads:
             raise ValueError("no workload selected")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if "replay" in self.workloads and self.trace is None and (
                 "plan_town" not in self.workloads
                 or self.workloads.index("plan_town") > self.workloads.index("replay")):
@@ -128,9 +131,12 @@ class Bench:
 
         runs: list[WorkloadRun] = []
         self.config.out.mkdir(parents=True, exist_ok=True)
-        for i, system in enumerate(self.config.systems, 1):
-            self.log(f"[{i}/{len(self.config.systems)}] {system.name}: starting the server")
-            log_path = self.config.out / "logs" / f"{system.name}.log"
+        schedule = run_order(self.config.systems, self.config.repeats)
+        for i, (round_, system) in enumerate(schedule, 1):
+            self.log(f"[{i}/{len(schedule)}] {system.name}: starting the server"
+                     + (f" (round {round_ + 1}/{self.config.repeats})" if self.config.repeats > 1 else ""))
+            name = system.name if self.config.repeats == 1 else f"{system.name}-round{round_ + 1}"
+            log_path = self.config.out / "logs" / f"{name}.log"
             with ServerProcess(self.serve_args(system), self.config.port, log_path, env=dict(system.env)) as server:
                 runs += asyncio.run(self._run_system(system, server.base_url))
             results = self._results(runs)  # after every system: a later failure loses nothing
@@ -190,6 +196,12 @@ class Bench:
                                    model=str(self.config.model), adapters=self.config.adapters)
         write_results(results, self.config.out)
         return results
+
+
+def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, System]]:
+    """(round, system) in run order: odd rounds reverse the order, so a machine that slows down
+    or speeds up during the run favours no system (ABC CBA ABC ...)."""
+    return [(r, s) for r in range(repeats) for s in (systems if r % 2 == 0 else tuple(reversed(systems)))]
 
 
 def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import RequestRecord, WorkloadRun, trace_of
+from scalesim.bench.sim import RequestRecord, WorkloadRun, run_order, trace_of
 from scalesim.bench.systems import Budget, select
 
 
@@ -49,6 +49,22 @@ def test_trace_next_step_is_the_agents_next_call():
     m = results["workloads"]["w"]["systems"]["scalesim"]
     assert (m["requests"], m["kv_hit_rate"], m["recomputed_tokens"], m["cold_share"]) == (3, round(1 / 3, 4), 215, round(2 / 3, 4))
     assert "| w |" in markdown(results)
+
+
+def test_rounds_alternate_and_each_system_is_its_median_round():
+    a, b, c = select("sglang-lru,scalesim,unlimited")
+    assert [(r, s.name) for r, s in run_order((a, b, c), 3)] == [
+        (0, "sglang-lru"), (0, "scalesim"), (0, "unlimited"), (1, "unlimited"), (1, "scalesim"), (1, "sglang-lru"),
+        (2, "sglang-lru"), (2, "scalesim"), (2, "unlimited")]
+    records = [RequestRecord(0, "a", 100, 110, 0, 5, 0.1), RequestRecord(1, "a", 100, 110, 100, 5, 0.1)]
+    runs = [WorkloadRun("w", "scalesim", t, records) for t in (30.0, 10.0, 20.0)]
+    meta = {"params": {"agents": 2, "active": 0.5, "resident": 0.5, "steps": 2, "seed": 0},
+            "budget": {"kv_tokens": 1, "unlimited_kv_tokens": 2, "adapter_slots": 1}, "model": "m", "adapters": False}
+    m = summarise(runs, {}, **meta)["workloads"]["w"]["systems"]["scalesim"]
+    assert m["makespan_s"] == 20.0
+    assert m["rounds"] == [{"makespan_s": t, "recomputed_tokens": 120, "kv_hit_rate": 0.5} for t in (30.0, 10.0, 20.0)]
+    assert "| scalesim | 20.0 (30.0, 10.0, 20.0) |" in markdown(summarise(runs, {}, **meta))
+    assert "rounds" not in summarise(runs[:1], {}, **meta)["workloads"]["w"]["systems"]["scalesim"]
 
 
 def test_budget_holds_the_working_set_plus_the_resident_share():
