@@ -40,6 +40,10 @@ def register_cpu_host_pool() -> None:
 
 
 def load() -> None:
-    """Entry point `scalesim-device`: only this seam, loaded even with `--scalesim-disable`, so
-    stock SGLang's own host tier runs on a CPU device too (for comparisons)."""
+    """Entry point `scalesim-device`: the CPU device seams, loaded even with `--scalesim-disable`,
+    so stock SGLang runs the same CPU path as ScaleSim (for comparisons): its own host tier, and
+    prefill attention that a cached prefix makes cheaper (`cpu_attention`)."""
+    from scalesim.engine.sglang import cpu_attention
+
     register_cpu_host_pool()
+    cpu_attention.register()
