@@ -94,11 +94,10 @@ def summarise(runs: Sequence[Any], oracles: dict[str, dict[str, float]], **meta:
     for workload, systems in grouped.items():
         entry = workloads[workload] = {"systems": {}}
         for system, rounds in systems.items():
-            median = sorted(rounds, key=lambda r: r.makespan_s)[(len(rounds) - 1) // 2]
-            m = metrics(median)
-            if len(rounds) > 1:
-                m["rounds"] = [{"makespan_s": round(r.makespan_s, 3), "recomputed_tokens": metrics(r)["recomputed_tokens"],
-                                "kv_hit_rate": round(hit_rate(r.records), 4)} for r in rounds]
+            figures = [metrics(r) for r in rounds]
+            m = sorted(figures, key=lambda f: f["makespan_s"])[(len(figures) - 1) // 2]
+            if len(figures) > 1:
+                m["rounds"] = [{k: f[k] for k in ("makespan_s", "recomputed_tokens", "kv_hit_rate")} for f in figures]
             entry["systems"][system] = m
     results = {"meta": meta, "targets": TARGETS, "workloads": workloads}
     rescore(results, oracles)

@@ -26,15 +26,14 @@ def around_forward_extend(original: Any, backend: Any, query: Any, output: Any, 
                           extend_seq_lens: Any, encoder_lens: Any = None, scaling: Any = None,
                           enable_gqa: bool = False, causal: bool = False, is_cross_attn: bool = False,
                           sliding_window_size: Any = None) -> Any:
-    args = (query, output, k_cache, v_cache, req_to_token, req_pool_indices, seq_lens, extend_prefix_lens,
-            extend_seq_lens, encoder_lens)
-    kwargs = dict(scaling=scaling, enable_gqa=enable_gqa, causal=causal, is_cross_attn=is_cross_attn,
-                  sliding_window_size=sliding_window_size)
     if (not causal or is_cross_attn or encoder_lens is not None
             or (sliding_window_size is not None and sliding_window_size > -1)
             or not bool((extend_prefix_lens > 0).any())):
-        return original(backend, *args, **kwargs)
-    return extend_new_rows(*args[:9], scaling=scaling, enable_gqa=enable_gqa)
+        return original(backend, query, output, k_cache, v_cache, req_to_token, req_pool_indices, seq_lens,
+                        extend_prefix_lens, extend_seq_lens, encoder_lens, scaling=scaling, enable_gqa=enable_gqa,
+                        causal=causal, is_cross_attn=is_cross_attn, sliding_window_size=sliding_window_size)
+    return extend_new_rows(query, output, k_cache, v_cache, req_to_token, req_pool_indices, seq_lens,
+                           extend_prefix_lens, extend_seq_lens, scaling=scaling, enable_gqa=enable_gqa)
 
 
 def extend_new_rows(query: Any, output: Any, k_cache: Any, v_cache: Any, req_to_token: Any, req_pool_indices: Any,
