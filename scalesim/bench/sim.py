@@ -174,8 +174,8 @@ class Bench:
             if system.hints:
                 await client.push_step(distances)
             calls = sim.calls(step)
-            done = await asyncio.gather(*(client.complete(
-                c.agent, sim.prompt(c), max_tokens=c.max_tokens or self.config.params.output_tokens,
+            done = await asyncio.gather(*(client.chat(
+                c.agent, sim.messages(c), max_tokens=c.max_tokens or self.config.params.output_tokens,
                 adapter=adapters.get(c.agent)) for c in calls))
             for call, result in zip(calls, done):
                 sim.observe(step, call.agent, result.text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,24 +98,44 @@ class Completion:
     latency_s: float
 
 
-def completion_kwargs(config: ClientConfig, agent_id: str, prompt: str, *, max_tokens: int, adapter: str | None,
-                      temperature: float, distance: float | None) -> dict[str, Any]:
-    """Arguments of `openai` `completions.create` for one agent's request."""
+def _tags(agent_id: str, adapter: str | None, distance: float | None) -> dict[str, Any]:
+    """The request's ScaleSim fields (`extra_body`): its agent, adapter and distance hint."""
     extra: dict[str, Any] = {"agent_id": validate_agent_id(agent_id)}
     if adapter is not None:
         extra["lora_path"] = adapter
     if distance is not None:
         extra["invocation_distance"] = distance
+    return extra
+
+
+def completion_kwargs(config: ClientConfig, agent_id: str, prompt: str, *, max_tokens: int, adapter: str | None,
+                      temperature: float, distance: float | None) -> dict[str, Any]:
+    """Arguments of `openai` `completions.create` for one agent's request."""
     return {"model": config.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
-            "extra_body": extra}
+            "extra_body": _tags(agent_id, adapter, distance)}
+
+
+def chat_kwargs(config: ClientConfig, agent_id: str, messages: Sequence[Mapping[str, str]], *, max_tokens: int,
+                adapter: str | None, temperature: float, distance: float | None) -> dict[str, Any]:
+    """Arguments of `openai` `chat.completions.create` for one agent's request. The server
+    applies the model's chat template, so an instruct model answers instead of stopping at once
+    (a raw prompt often gets only an end-of-turn token)."""
+    if not messages or not all(isinstance(m, Mapping) and isinstance(m.get("role"), str)
+                               and isinstance(m.get("content"), str) for m in messages):
+        raise ValueError("messages must be a non-empty list of {role, content} strings")
+    return {"model": config.model, "messages": [dict(m) for m in messages], "max_tokens": max_tokens,
+            "temperature": temperature, "extra_body": _tags(agent_id, adapter, distance)}
 
 
 def completion_from(agent_id: str, response: Any, latency_s: float) -> Completion:
+    """A `Completion` from a completions or a chat completions response."""
     usage = response.usage
     details = getattr(usage, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) or 0
-    return Completion(agent_id, response.choices[0].text, usage.prompt_tokens, usage.completion_tokens,
-                      int(cached), latency_s)
+    choice = response.choices[0]
+    message = getattr(choice, "message", None)
+    text = (message.content or "") if message is not None else choice.text
+    return Completion(agent_id, text, usage.prompt_tokens, usage.completion_tokens, int(cached), latency_s)
 
 
 def distances_body(distances: Mapping[str, float], epoch: int, *, replace: bool, ttl: float | None,

@@ -3,7 +3,9 @@
     client = AsyncScaleSimClient(base_url="http://127.0.0.1:30000")   # or $SCALESIM_BASE_URL
     await client.register_agents([AgentSpec("a1", adapter="a1", adapter_path="/adapters/a1")])
     await client.push_step({"a1": 0.0, "a2": 3.0})    # once per simulation step
-    done = await client.complete("a1", prompt, max_tokens=32)
+    done = await client.chat("a1", [{"role": "system", "content": persona},   # the agent's private prefix
+                                    {"role": "user", "content": situation}], max_tokens=32)
+    done = await client.complete("a1", prompt, max_tokens=32)     # a raw prompt, no chat template
 
 Every request is tagged with its agent id (`extra_body`), so an unmodified server still caches
 per agent, and ScaleSim's server evicts and prefetches by distance. The client keeps the
@@ -29,6 +31,7 @@ from scalesim.client.base import (
     ClientConfig,
     Completion,
     ScaleSimError,
+    chat_kwargs,
     check_reply,
     completion_from,
     completion_kwargs,
@@ -107,6 +110,14 @@ class AsyncScaleSimClient(_ClientBase):
                                    temperature=temperature, distance=distance)
         start = time.perf_counter()
         response = await self.openai.completions.create(**kwargs)
+        return completion_from(agent_id, response, time.perf_counter() - start)
+
+    async def chat(self, agent_id: str, messages: Sequence[Mapping[str, str]], *, max_tokens: int = 32,
+                   adapter: str | None = None, temperature: float = 0.0, distance: float | None = None) -> Completion:
+        kwargs = chat_kwargs(self.config, agent_id, messages, max_tokens=max_tokens, adapter=adapter,
+                             temperature=temperature, distance=distance)
+        start = time.perf_counter()
+        response = await self.openai.chat.completions.create(**kwargs)
         return completion_from(agent_id, response, time.perf_counter() - start)
 
     async def has_scalesim(self) -> bool:
@@ -191,6 +202,14 @@ class ScaleSimClient(_ClientBase):
                                    temperature=temperature, distance=distance)
         start = time.perf_counter()
         response = self.openai.completions.create(**kwargs)
+        return completion_from(agent_id, response, time.perf_counter() - start)
+
+    def chat(self, agent_id: str, messages: Sequence[Mapping[str, str]], *, max_tokens: int = 32,
+             adapter: str | None = None, temperature: float = 0.0, distance: float | None = None) -> Completion:
+        kwargs = chat_kwargs(self.config, agent_id, messages, max_tokens=max_tokens, adapter=adapter,
+                             temperature=temperature, distance=distance)
+        start = time.perf_counter()
+        response = self.openai.chat.completions.create(**kwargs)
         return completion_from(agent_id, response, time.perf_counter() - start)
 
     def has_scalesim(self) -> bool:

@@ -20,6 +20,9 @@ def _run(name: str, params: WorkloadParams, answer=lambda step, agent: f"ok {ste
         assert len(set(callers)) == len(callers), "one call per agent per step"
         for c in calls:
             assert c.agent in sim.prefixes
+            system, user = sim.messages(c)  # the private prefix leads, unchanged, so it can be cached
+            assert system == {"role": "system", "content": sim.prefixes[c.agent]} and user["role"] == "user"
+            assert c.situation in user["content"]
             sim.observe(k, c.agent, answer(k, c.agent))
         sim.end_step(k)
         steps.append(callers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalesim.client import AgentSpec, ClientConfig, ScaleSimClient
-from scalesim.client.base import BASE_URL_ENV, completion_kwargs
+from scalesim.client.base import BASE_URL_ENV, chat_kwargs, completion_kwargs
 from scalesim.distance.table import DistanceError
 
 
@@ -32,6 +32,12 @@ def test_requests_are_tagged_with_the_agent_and_its_hints():
     assert AgentSpec("ada", adapter="ada").body() == {"agent_id": "ada", "adapter": "ada"}
     with pytest.raises(DistanceError):
         completion_kwargs(config, "", "Hello", max_tokens=8, adapter=None, temperature=0.0, distance=None)
+    chat = [{"role": "system", "content": "You are Ada."}, {"role": "user", "content": "Hello"}]
+    kwargs = chat_kwargs(config, "town/ada", chat, max_tokens=8, adapter=None, temperature=0.0, distance=None)
+    assert kwargs["messages"] == chat and kwargs["extra_body"] == {"agent_id": "town/ada"}
+    for bad in ([], [{"role": "user"}], ["Hello"]):
+        with pytest.raises(ValueError, match="messages"):
+            chat_kwargs(config, "town/ada", bad, max_tokens=8, adapter=None, temperature=0.0, distance=None)
 
 
 def test_a_bad_distance_table_is_refused_before_it_is_sent():

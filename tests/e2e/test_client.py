@@ -29,6 +29,13 @@ def test_sync_client_tags_pushes_registers_and_reports_refusals(server):
         again = client.complete("client/ada", "The baker of the town says", max_tokens=4)
         assert first.text == again.text and first.completion_tokens == 4 and first.prompt_tokens > 0
         assert again.cached_tokens > 0  # the agent's prompt is in the prefix cache
+        chat = [{"role": "system", "content": "You are Ada, the baker of the town."},
+                {"role": "user", "content": "What do you bake today?"}]
+        said = client.chat("client/ada", chat, max_tokens=4)
+        said_again = client.chat("client/ada", chat, max_tokens=4)
+        assert said.text == said_again.text and 1 <= said.completion_tokens <= 4
+        assert said.prompt_tokens > len(chat[0]["content"].split())  # the chat template's tokens too
+        assert said_again.cached_tokens > 0
         with pytest.raises(ScaleSimError) as refused:
             client.register_agents([AgentSpec("client/cy", adapter="no-such-adapter")])
         assert refused.value.status == 400 and "no-such-adapter" in str(refused.value)
@@ -40,12 +47,15 @@ def test_async_client_runs_a_step_concurrently(server):
     async def step() -> list:
         async with AsyncScaleSimClient(server.base_url) as client:
             await client.push_step({f"client/a{i}": 0.0 for i in range(4)})
-            return await asyncio.gather(*(client.complete(f"client/a{i}", f"Agent {i} wakes up and", max_tokens=3)
-                                          for i in range(4)))
+            raw = [client.complete(f"client/a{i}", f"Agent {i} wakes up and", max_tokens=3) for i in range(4)]
+            chats = [client.chat(f"client/a{i}", [{"role": "user", "content": f"Agent {i} wakes up. Then?"}],
+                                 max_tokens=3) for i in range(4)]
+            return await asyncio.gather(*raw, *chats)
 
     done = asyncio.run(step())
-    assert [d.agent_id for d in done] == [f"client/a{i}" for i in range(4)]
-    assert all(d.completion_tokens == 3 and d.latency_s > 0 for d in done)
+    assert [d.agent_id for d in done] == [f"client/a{i}" for i in range(4)] * 2
+    assert all(d.completion_tokens == 3 and d.latency_s > 0 for d in done[:4])
+    assert all(1 <= d.completion_tokens <= 3 and d.latency_s > 0 for d in done[4:])
 
 
 def test_unreachable_server_is_a_clear_error():

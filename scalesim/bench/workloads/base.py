@@ -95,8 +95,13 @@ class Simulation(abc.ABC):
     def n_steps(self) -> int:
         return self.params.steps
 
-    def prompt(self, call: Call) -> str:
-        return f"{self.prefixes[call.agent]}\n\n{call.situation}\nAnswer in one short sentence:"
+    def messages(self, call: Call) -> list[dict[str, str]]:
+        """The chat of one call: the agent's private prefix as the system message (the same
+        tokens every call, so a server can cache them), the situation as the user's turn. A chat,
+        not a raw prompt: the instruct model then answers in a sentence, where after a long raw
+        prompt it mostly ends its turn at once (1-token outputs, not a simulation's)."""
+        return [{"role": "system", "content": self.prefixes[call.agent]},
+                {"role": "user", "content": f"{call.situation}\nAnswer in one short sentence."}]
 
     @abc.abstractmethod
     def distances(self, step: int) -> dict[str, float]:
