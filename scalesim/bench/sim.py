@@ -7,7 +7,7 @@ the client (`scalesim.client`); ScaleSim systems also get the step's distances a
 registrations. The trace of each workload (recorded from the first system's run) gives the
 Belady oracle's hit rate at the same KV budget; `replay` replays a trace file, or by default the
 plan town's trace just recorded. Results: `results.json`, `results.md` and plots in `--out`
-(`scalesim.bench.report`).
+(`scalesim.bench.report`), with every request's record in `requests/`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,10 @@ class Bench:
             name = system.name if self.config.repeats == 1 else f"{system.name}-round{round_ + 1}"
             log_path = self.config.out / "logs" / f"{name}.log"
             with ServerProcess(self.serve_args(system), self.config.port, log_path, env=dict(system.env)) as server:
-                runs += asyncio.run(self._run_system(system, server.base_url))
+                done = asyncio.run(self._run_system(system, server.base_url))
+            for run in done:
+                write_requests(self.config.out / "requests" / f"{name}-{run.workload}.jsonl", run.records)
+            runs += done
             results = self._results(runs)  # after every system: a later failure loses nothing
         return results
 
@@ -209,6 +212,13 @@ def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int) -> dict[str, floa
     pool (`HICACHE_RATIO` times the device pool), the memory the host-tier systems have."""
     return {"device": replay_belady(trace, kv_tokens).hit_rate,
             "device_host": replay_belady(trace, int(kv_tokens * (1 + HICACHE_RATIO))).hit_rate}
+
+
+def write_requests(path: Path, records: list[RequestRecord]) -> None:
+    """Every request of one system's workload run, one JSON object per line (to find which
+    calls missed, and how much of their prefix was cached)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({**asdict(r), "hit": r.hit}) + "\n" for r in records))
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:

@@ -42,6 +42,12 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         assert 0 <= h["oracle_hit_rate_device"] <= h["oracle_hit_rate"] <= 1
         trace = read_trace(out / f"trace-{name}.jsonl")
         assert len(trace) == counts["scalesim"]
+        for system in SYSTEMS:  # every request on record, as the summary counted them
+            lines = (out / "requests" / f"{system}-{name}.jsonl").read_text().splitlines()
+            requests = [json.loads(line) for line in lines]
+            assert len(requests) == counts[system]
+            assert sum(r["hit"] for r in requests) / len(requests) == pytest.approx(systems[system]["kv_hit_rate"],
+                                                                                    abs=1e-3)
     assert (out / "makespan.png").stat().st_size > 1000
     table = (out / "results.md").read_text()
     assert "| plan_town | sglang-lru" in table and "## replay" in table

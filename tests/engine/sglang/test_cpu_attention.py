@@ -1,14 +1,16 @@
-"""Prefix-aware extend attention on the CPU path: the same new rows as SGLang's own
-`_run_sdpa_forward_extend` (real tensors, SGLang's real function). Bit for bit on single
-sequences; in a mixed batch a row may differ in the last bit of a float (the attention kernel
-blocks differently), far below bf16's resolution."""
+"""CPU attention hooks against SGLang's real functions on real tensors. Prefix-aware extend:
+the same new rows as `_run_sdpa_forward_extend`, bit for bit on single sequences (in a mixed
+batch a row may differ in the last bit of a float: the kernel blocks differently, far below
+bf16's resolution). Grouped-query decode: the same rows as `_run_sdpa_forward_decode`, bit for
+bit with the default model's 9 query and 3 key-value heads; with other head counts PyTorch's
+kernel may round a long row's last bit differently."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from scalesim.engine.sglang.cpu_attention import around_forward_extend
+from scalesim.engine.sglang.cpu_attention import around_forward_decode, around_forward_extend
 
 
 def _batch(prefixes: list[int], news: list[int], heads: int = 9, kv_heads: int = 3, dim: int = 64, seed: int = 0):
@@ -58,3 +60,32 @@ def test_sliding_windows_and_non_causal_attention_take_sglangs_path():
         around_forward_extend(lambda *a, **k2: calls.append(1), None, query, torch.zeros_like(query), k, v, table,
                               rows, seq_lens, prefix_lens, new_lens, None, **kw)
     assert calls == [1, 1, 1]
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(9, 3), (4, 4), (8, 1)])
+def test_decode_rows_equal_sglangs(heads, kv_heads):
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    # Three sequences of 1,841, 2 and 300 tokens, one new token each (the last of each sequence).
+    _, k, v, table, rows, seq_lens, _, _ = _batch([1840, 1, 299], [1, 1, 1], heads=heads, kv_heads=kv_heads)
+    query = torch.randn(3, heads, 64, generator=torch.Generator().manual_seed(1)).bfloat16()
+    theirs, ours = torch.zeros_like(query), torch.zeros_like(query)
+    kwargs = dict(scaling=0.125, enable_gqa=heads != kv_heads, causal=False)
+    TorchNativeAttnBackend._run_sdpa_forward_decode(None, query, theirs, k, v, table, rows, seq_lens, None, **kwargs)
+    calls = []
+    around_forward_decode(lambda *a, **kw: calls.append(1), None, query, ours, k, v, table, rows, seq_lens, None,
+                          **kwargs)
+    assert calls == [] and ours.abs().sum() > 0
+    if (heads, kv_heads) in ((9, 3), (4, 4)):  # the default model's heads; no grouping
+        assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-3)  # bf16: values ~0.1, steps of 2**-10
+
+
+def test_decode_with_encoders_windows_or_causal_masks_takes_sglangs_path():
+    query, k, v, table, rows, seq_lens, _, _ = _batch([10], [1])
+    calls = []
+    for kw in (dict(causal=True), dict(sliding_window_size=8), dict(is_cross_attn=True),
+               dict(encoder_lens=torch.tensor([2]))):
+        around_forward_decode(lambda *a, **k2: calls.append(1), None, query, torch.zeros_like(query), k, v, table,
+                              rows, seq_lens, **kw)
+    assert calls == [1, 1, 1, 1]
