@@ -105,8 +105,8 @@ def test_near_agents_prefix_is_loaded_to_the_device_ahead_of_its_request(host_se
     assert found["host"]["output"] == found["host-noprefetch"]["output"]
     kv = scheduler_stats(host_server)["host_kv"]
     assert kv["prefetch_issued"] >= 1 and kv["prefetch_used"] >= 1 and kv["held"] == 0
-    # On CPU every prefetch copy ran on the worker thread, off the scheduler thread.
-    assert kv["prefetch_background"] == kv["prefetch_issued"]
+    # On CPU every prefetch copy ran in the scheduler thread (a worker only competed for the cores).
+    assert kv["prefetch_background"] == 0
     assert scheduler_stats(host_server_no_prefetch)["host_kv"]["prefetch_issued"] == 0
 
 

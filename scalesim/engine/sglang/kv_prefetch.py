@@ -18,18 +18,19 @@ Rules:
 - Never displace a nearer agent's state: a load must fit in free device memory plus evictable
   state of farther agents (the eviction that makes room takes the farthest first).
 - Held prefixes are bounded (`MAX_HELD_FRACTION` of the device pool).
-- The copy overlaps with compute. On GPU it runs on SGLang's host-to-device stream and the
-  compute stream waits on its finish event. On CPU (where SGLang copies in the scheduler thread
-  when submitted) it runs on the device copier's worker thread: SGLang sees a completion that is
-  done when the worker's copy returned (so the prefix's load lock is released only then), and a
-  batch whose requests read any slot still being written waits for that copy first (a BEFORE
-  hook on `Scheduler.run_batch`). Demand loads stay in the scheduler thread and never queue
-  behind a prefetch.
+- On GPU the copy overlaps with compute: it runs on SGLang's host-to-device stream and the
+  compute stream waits on its finish event. On CPU it runs where SGLang runs it, in the scheduler
+  thread when submitted, between batches: a worker thread there only competed with the forward
+  pass for the same cores (`device_copy`, measured). For a copier with background loads the
+  copy runs on its worker: SGLang sees a completion that is done when the worker's copy returned
+  (so the prefix's load lock is released only then), and a batch whose requests read any slot
+  still being written waits for that copy first (a BEFORE hook on `Scheduler.run_batch`).
+  Demand loads stay in the scheduler thread and never queue behind a prefetch.
 
 Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
 tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
 `prefetch_wasted` (released unused), `prefetch_tokens`, `bytes_h2d` and `bytes_d2h` (all
-transfers, demand and prefetch), `prefetch_background` (prefetch copies run on the CPU worker)
+transfers, demand and prefetch), `prefetch_background` (prefetch copies run on a copier's worker thread)
 and `prefetch_waited` (of those, how many a batch had to wait for: the rest overlapped fully),
 and `wait_seconds`: time the scheduler spent on demand loads (on CPU the copy itself; on GPU only
 the launch, as the batch then waits on the device) plus time batches waited for prefetch copies.
