@@ -42,7 +42,7 @@ def register_cpu_host_pool() -> None:
 def load() -> None:
     """Entry point `scalesim-device`: the CPU device seams, loaded even with `--scalesim-disable`,
     so stock SGLang runs the same CPU path as ScaleSim (for comparisons): its own host tier, and
-    prefill attention that a cached prefix makes cheaper (`cpu_attention`)."""
+    the CPU attention (`cpu_attention`: prefill that a cached prefix makes cheaper, faster decode)."""
     from scalesim.engine.sglang import cpu_attention
 
     register_cpu_host_pool()
