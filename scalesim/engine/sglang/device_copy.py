@@ -1,22 +1,25 @@
-"""How ScaleSim's own copies into device memory overlap with compute: one interface, chosen once.
+"""How ScaleSim's own copies into device memory are ordered against compute: one interface,
+chosen once per device type.
 
 - `StreamCopier` (CUDA): the copy is issued on a side stream, an event is recorded after it, and
   the compute stream waits on that event on the device. The host never blocks; kernels queued
   later on the compute stream cannot read the destination before the copy lands, and stream
   order keeps a copy from landing after its destination was given to someone else.
-- `ThreadCopier` (CPU): the copy runs on one background worker thread and returns a future; the
-  caller (the scheduler thread, which owns the maps) waits on it before the destination is used
-  or reassigned.
+- `InlineCopier` (CPU): the copy runs at once in the calling thread (the scheduler's, between
+  batches) and returns a finished future.
 
-`order_after(event)` makes later compute wait for a copy SGLang issued itself (its host-to-device
-load of a KV prefix): on the device for CUDA; nothing on CPU. `background_loads` tells the KV
-prefetcher whether to move the copies it starts onto this worker (and wait for them before a
-batch reads their slots). On CPU it does not: compute and copies share the same cores, so a
-copy thread next to the forward pass's two PyTorch threads only oversubscribed a 2-core machine.
-Measured with the same requests and counts (20 agents, 30 steps): the background KV prefetch
-made the debate 185.4 s and the plan town 189.2 s; the same prefetch run in the scheduler thread
-took 164.4 s and 166.1 s (prefetch off: 155.0 s and 184.4 s). The prefetch still loads ahead,
-before the step's requests are admitted, just without pretending to overlap.
+Both return a future that the caller (the scheduler thread, which owns the maps) waits on before
+the destination is used or reassigned. `order_after(event)` makes later compute wait for a copy
+SGLang issued itself (its host-to-device load of a KV prefix): on the device for CUDA; nothing on
+CPU.
+
+Why no copy thread on CPU: compute and copies share the same cores, and PyTorch's intra-op
+threads already use all of them, so a copy thread only competes with the forward pass. Measured
+with the same requests and counts (20 agents, 30 steps, 2 cores): KV prefetch copies on a worker
+thread made the debate 185.4 s and the plan town 189.2 s; the same prefetch in the scheduler
+thread took 164.4 s and 166.1 s (prefetch off: 155.0 s and 184.4 s). The copy thread was busy for
+0.45 s of a run, yet the forward pass's KV gathers took 16.8 s instead of 8.2 s. The prefetch still
+loads ahead, before the step's requests are admitted, just without pretending to overlap.
 """
 
 from __future__ import annotations
@@ -31,25 +34,26 @@ class Copier(Protocol):
 
     def order_after(self, event: Any) -> None: ...
 
-    background_loads: bool
+
+def _run(copy: Callable[[], Any]) -> concurrent.futures.Future:
+    """Run `copy` now; its result or its error is surfaced to whoever waits on the future."""
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        done.set_result(copy())
+    except Exception as exc:
+        done.set_exception(exc)
+    return done
 
 
-class ThreadCopier:
-    background_loads = False  # see the module docstring: KV prefetch copies stay in the scheduler thread
-
-    def __init__(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalesim-copy")
-
+class InlineCopier:
     def submit(self, copy: Callable[[], Any]) -> concurrent.futures.Future:
-        return self._pool.submit(copy)
+        return _run(copy)
 
     def order_after(self, event: Any) -> None:
         return None
 
 
 class StreamCopier:
-    background_loads = False  # SGLang already issues its loads on a side stream
-
     def __init__(self) -> None:
         import torch
 
@@ -58,13 +62,9 @@ class StreamCopier:
 
     def submit(self, copy: Callable[[], Any]) -> concurrent.futures.Future:
         torch = self._torch
-        done: concurrent.futures.Future = concurrent.futures.Future()
         self._stream.wait_stream(torch.cuda.current_stream())  # sources written by earlier kernels
         with torch.cuda.stream(self._stream):
-            try:
-                done.set_result(copy())
-            except Exception as exc:  # surfaced to whoever waits, as with a thread
-                done.set_exception(exc)
+            done = _run(copy)  # issues the copy; it lands on the device later
             event = torch.cuda.Event()
             event.record(self._stream)
         torch.cuda.current_stream().wait_event(event)
@@ -82,5 +82,5 @@ def copier_for(device: Any) -> Copier:
     kind = str(device).split(":", 1)[0]
     copier = _COPIERS.get(kind)
     if copier is None:
-        copier = _COPIERS[kind] = StreamCopier() if kind == "cuda" else ThreadCopier()
+        copier = _COPIERS[kind] = StreamCopier() if kind == "cuda" else InlineCopier()
     return copier

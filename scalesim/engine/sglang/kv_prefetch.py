@@ -20,29 +20,21 @@ Rules:
 - Held prefixes are bounded (`MAX_HELD_FRACTION` of the device pool).
 - On GPU the copy overlaps with compute: it runs on SGLang's host-to-device stream and the
   compute stream waits on its finish event. On CPU it runs where SGLang runs it, in the scheduler
-  thread when submitted, between batches: a worker thread there only competed with the forward
-  pass for the same cores (`device_copy`, measured). For a copier with background loads the
-  copy runs on its worker: SGLang sees a completion that is done when the worker's copy returned
-  (so the prefix's load lock is released only then), and a batch whose requests read any slot
-  still being written waits for that copy first (a BEFORE hook on `Scheduler.run_batch`).
-  Demand loads stay in the scheduler thread and never queue behind a prefetch.
+  thread, between batches: PyTorch's intra-op threads already use every core, so a copy thread
+  only competed with the forward pass (`device_copy`, measured). Demand loads go first.
 
 Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
 tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
 `prefetch_wasted` (released unused), `prefetch_tokens`, `bytes_h2d` and `bytes_d2h` (all
-transfers, demand and prefetch), `prefetch_background` (prefetch copies run on a copier's worker thread)
-and `prefetch_waited` (of those, how many a batch had to wait for: the rest overlapped fully),
-and `wait_seconds`: time the scheduler spent on demand loads (on CPU the copy itself; on GPU only
-the launch, as the batch then waits on the device) plus time batches waited for prefetch copies.
+transfers, demand and prefetch), and `wait_seconds`: time the scheduler spent on demand loads (on
+CPU the copy itself; on GPU only the launch, as the batch then waits on the device).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,42 +60,13 @@ class Hold:
     step: int
 
 
-class CopyDone:
-    """A background copy's completion in the shape of the device events SGLang polls and waits
-    on (`query`, `synchronize`, `wait`, `record`): done once the worker's copy returned. A failed
-    copy raises wherever it is waited for, as a failed copy in the scheduler thread would."""
-
-    def __init__(self, future: concurrent.futures.Future) -> None:
-        self._future = future
-
-    def query(self) -> bool:
-        return self._future.done()
-
-    def synchronize(self) -> None:
-        self._future.result()
-
-    def wait(self, stream: Any = None) -> None:
-        self._future.result()
-
-    def record(self, stream: Any = None) -> None:
-        return None
-
-
-@dataclass
-class Copy:
-    future: concurrent.futures.Future
-    slots: Any  # torch.Tensor: the device slots it writes
-
-
 class KVPrefetcher:
     def __init__(self) -> None:
         self.enabled = True
         self.latest: dict[str, weakref.ref] = {}  # agent -> its latest checkpointed node
         self.held: dict[str, Hold] = {}
-        self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h",
-                                                 "prefetch_background", "prefetch_waited"))
+        self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h"))
         self.prefetching = False
-        self.copies: list[Copy] = []  # background copies not yet known to be finished
         self._scanned_pushes = -1
         self.steps = 0  # busy scheduler iterations seen (requests running or waiting)
 
@@ -128,52 +91,9 @@ class KVPrefetcher:
             self.counters.add("misses")  # nothing cached in either tier
 
     def reset(self) -> None:
-        """The tree was flushed: its locks went with it. Copies still writing into the pool
-        finish first, so nothing lands in slots handed out after the flush."""
-        for copy in self.copies:
-            concurrent.futures.wait([copy.future])
-        self.copies.clear()
+        """The tree was flushed: its locks went with it."""
         self.held.clear()
         self.latest.clear()
-
-    # -- background copies (CPU) --------------------------------------------------------------
-
-    def submit_background(self, copier: Any, copy: Callable[[], Any], transfers: list[Any]) -> Any:
-        """Run SGLang's host-to-device copy on the copier's worker; return its completion."""
-        import torch
-        from sglang.srt.mem_cache.l2_transfer import TransferCompletion
-
-        slots = torch.cat([t.device_indices.reshape(-1).to("cpu", torch.long) for t in transfers])
-        future = copier.submit(copy)
-        self.copies.append(Copy(future, slots))
-        self.counters.add("prefetch_background")
-        done = CopyDone(future)
-        return TransferCompletion(start_event=done, finish_event=done, timing_enabled=False)
-
-    def wait_for(self, scheduler: Any, batch: Any) -> None:
-        """Before a batch runs: wait for the background copies writing slots its requests read."""
-        self._forget_finished()
-        if not self.copies:
-            return
-        try:
-            read = _slots_read(scheduler, batch)
-            needed = [c for c in self.copies if read is None or bool(_isin(c.slots, read).any())]
-        except Exception:  # the layout changed: waiting for every copy is always correct
-            logger.exception("scalesim: could not tell which KV copies a batch reads; waiting for all")
-            needed = list(self.copies)
-        if not needed:
-            return
-        start = time.perf_counter()
-        for copy in needed:
-            copy.future.result()  # a failed copy raises here: its slots hold no valid KV
-        self.counters.waited(time.perf_counter() - start)
-        self.counters.add("prefetch_waited", len(needed))
-        self.copies = [c for c in self.copies if c not in needed]
-
-    def _forget_finished(self) -> None:
-        for copy in [c for c in self.copies if c.future.done()]:
-            copy.future.result()  # surfaces a failure even if no batch reads the slots
-            self.copies.remove(copy)
 
     def report(self) -> dict[str, Any]:
         return {"host_kv": {**self.counters.report(), "held": len(self.held),
@@ -276,24 +196,6 @@ def _host_only_tokens(node: Any) -> int:
     return tokens
 
 
-def _slots_read(scheduler: Any, batch: Any) -> Any:
-    """The device slots of the cached prefixes the batch's requests read (None: unknown)."""
-    import torch
-
-    rows = [(r.kv.req_pool_idx, r.kv.cache_protected_len) for r in batch.reqs
-            if r.kv.req_pool_idx is not None and r.kv.cache_protected_len > 0]
-    table = scheduler.req_to_token_pool.req_to_token
-    if not rows:
-        return torch.empty(0, dtype=torch.long)
-    return torch.cat([table[row, :length].to("cpu", torch.long) for row, length in rows])
-
-
-def _isin(slots: Any, read: Any) -> Any:
-    import torch
-
-    return torch.isin(slots, read)
-
-
 def _order_after_load(controller: Any, producer: int) -> None:
     """Later compute waits for the prefetch's load (on the device, for CUDA)."""
     if producer >= 0:
@@ -314,24 +216,6 @@ def prefetcher() -> KVPrefetcher:
 @guarded
 def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     prefetcher().step(scheduler)
-
-
-def before_run_batch(scheduler: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
-    """Not `guarded`: a failed background copy must stop the batch that would read its slots."""
-    if batch is not None:
-        prefetcher().wait_for(scheduler, batch)
-
-
-def around_submit_host_to_device(original: Any, engine: Any, transfers: list[Any], *args: Any, **kwargs: Any) -> Any:
-    """`L2TransferEngine.submit_host_to_device`: a prefetch's copy goes to the worker thread
-    where the device's copier has one (CPU); everything else runs as SGLang wrote it."""
-    p = prefetcher()
-    if not p.prefetching or not transfers:
-        return original(engine, transfers, *args, **kwargs)
-    copier = copier_for(transfers[0].device_pool.device)
-    if not copier.background_loads:
-        return original(engine, transfers, *args, **kwargs)
-    return p.submit_background(copier, lambda: original(engine, transfers, *args, **kwargs), transfers)
 
 
 def around_start_loading(original: Any, controller: Any, *args: Any, **kwargs: Any) -> Any:
@@ -356,5 +240,5 @@ def around_start_writing(original: Any, controller: Any, *args: Any, **kwargs: A
     return result
 
 
-__all__ = ["KVPrefetcher", "LOOKAHEAD", "around_submit_host_to_device", "before_next_batch", "before_run_batch",
+__all__ = ["KVPrefetcher", "LOOKAHEAD", "around_start_loading", "around_start_writing", "before_next_batch",
            "prefetcher"]

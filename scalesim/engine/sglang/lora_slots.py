@@ -14,12 +14,12 @@ prefetch:
   adapters of the nearest agents (distance within `LOOKAHEAD`) that are not in a slot are
   loaded, nearest first, into a free slot or the slot of a farther agent's adapter, never one
   of the running or last batch or of a waiting request. When a waiting request's adapter is not
-  in a slot, no prefetch runs: the demand load goes first. The copy overlaps compute through
-  `device_copy` (a side stream and an event on GPU, a worker thread on CPU). The scheduler
-  thread stays the only owner of the slot maps: it reserves the slot (the adapter counts as
-  resident), and any use of that slot (a batch that needs the adapter, a choice of victim, an
-  unload) first waits for the copy to land. Each job carries the slot's generation: a job whose
-  slot changed hands before it started is dropped.
+  in a slot, no prefetch runs: the demand load goes first. The copy goes through `device_copy`:
+  on GPU it is issued on a side stream, overlapped with compute, and the compute stream waits
+  on its event; on CPU it runs in the scheduler thread between batches (a copy thread only
+  competed with the forward pass for the same cores). Either way the copy is issued when the
+  slot is assigned, so any later use of the slot is ordered after it; a copy that fails gives
+  the slot back and the adapter is loaded on demand.
 - **Metrics**: slot hits and misses (a request's adapter found in a slot, or loaded on the
   request path: a demand load), prefetch loads issued / used / wasted (evicted before any
   use), and the time batches spent on demand loads (`wait_seconds`).
@@ -37,7 +37,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from scalesim.engine.sglang.counters import TierCounters
-from scalesim.engine.sglang.device_copy import Copier, copier_for
+from scalesim.engine.sglang.device_copy import copier_for
 from scalesim.engine.sglang.scheduler_state import SchedulerState, current, guarded
 from scalesim.policy.eviction import DistancePriority
 
@@ -120,11 +120,7 @@ class DistanceLoRAPolicy:
         real = candidates - {None}
         if not real:
             return None if None in candidates else _no_victim(candidates)
-        copying = real & _WORKER.pending.keys() if _WORKER is not None else set()
-        victim = min(sorted(real - copying or real), key=self.key)
-        if victim in copying:
-            _WORKER.finish(victim)  # only slots mid-copy are left: let the copy end first
-        return victim
+        return min(sorted(real), key=self.key)
 
     def remove(self, uid: str | None) -> None:
         if uid is None:
@@ -158,8 +154,6 @@ def around_fetch_new_loras(original: Any, manager: Any, new_loras: set, running_
     uids = set(new_loras) | set(running_loras)
     demand = 0
     start = time.perf_counter()
-    if _WORKER is not None and _WORKER.pending:
-        _WORKER.wait(manager, uids)
     try:
         demand = _count_batch(t, manager, uids)
     except Exception:
@@ -192,8 +186,6 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
     if manager is None or not isinstance(manager.memory_pool.eviction_policy, DistanceLoRAPolicy):
         return
     t = tracker()
-    if _WORKER is not None:
-        _WORKER.drain(manager)
     if not t.prefetch_enabled:
         return
     pool = manager.memory_pool
@@ -223,8 +215,8 @@ def before_next_batch(scheduler: Any, *args: Any, **kwargs: Any) -> None:
             victim = policy.select_victim(victims)
             if not t.distance(victim) > distance:
                 return  # never displace an adapter needed as soon or sooner
-        worker(manager.device).submit(manager, uid, victim)
-        t.counters.prefetch_issued(uid)
+        if _load_into_slot(manager, uid, victim):
+            t.counters.prefetch_issued(uid)
 
 
 def _pinned(manager: Any, uid: str) -> bool:
@@ -245,85 +237,31 @@ def _plan(t: AdapterTracker, manager: Any, resident: dict) -> list[tuple[str, fl
     return sorted(by_uid.items(), key=lambda kv: (kv[1], kv[0]))
 
 
-class SlotWorker:
-    """Prefetch copies of adapter weights into reserved slots, overlapped by a `Copier`
-    (a side stream on CUDA, a worker thread on CPU); the slot maps stay with the caller."""
+def _load_into_slot(manager: Any, uid: str, victim: str | None) -> bool:
+    """Give `uid` a slot (a free one, or `victim`'s) and copy its weights in through the
+    device's copier. A failed copy leaves the slot empty: the adapter is loaded on demand."""
+    from sglang.srt.lora.mem_pool import EMPTY_SLOT
 
-    def __init__(self, copier: Copier) -> None:
-        self.copier = copier
-        self.pending: dict[str, tuple[int, Any]] = {}  # lora_id -> (slot, future)
-        self.generation: dict[int, int] = defaultdict(int)  # slot -> times it was (re)assigned
-
-    def submit(self, manager: Any, uid: str, victim: str | None) -> None:
-        """Reserve a slot for `uid` (a free one, or `victim`'s) and copy into it in the background."""
-        pool = manager.memory_pool
-        if victim is not None:
-            slot = pool.uid_to_buffer_id.pop(victim)
-            pool.eviction_policy.remove(victim)
-        else:
-            from sglang.srt.lora.mem_pool import EMPTY_SLOT
-
-            slot = next(i for i, u in enumerate(pool.buffer_id_to_uid) if u == EMPTY_SLOT)
-        self.generation[slot] += 1
-        gen = self.generation[slot]
-        pool.buffer_id_to_uid[slot] = uid
-        pool.uid_to_buffer_id[uid] = slot
-        pool.eviction_policy.mark_used(uid)
-        adapter = manager.loras[uid]
-
-        def copy() -> bool:
-            if self.generation[slot] != gen:
-                return False  # the slot changed hands before the copy started: drop it
-            pool.load_lora_weight_to_buffer(uid, slot, adapter, manager.lora_modules,
-                                            manager.embed_tokens_module, manager.lm_head_module)
-            return True
-
-        self.pending[uid] = (slot, self.copier.submit(copy))
-
-    def finish(self, uid: str) -> tuple[int, bool]:
-        """Wait for `uid`'s copy; return its slot and whether the copy landed."""
-        slot, future = self.pending.pop(uid)
-        try:
-            return slot, bool(future.result())
-        except Exception:
-            current().hook_errors += 1
-            logger.exception("ScaleSim: background copy of adapter %s into slot %d failed", uid, slot)
-            return slot, False
-
-    def wait(self, manager: Any, uids: Iterable[str | None]) -> None:
-        """Let the copies of `uids` land before the scheduler thread uses or reassigns their slots.
-        A copy that failed gives its slot back, so the adapter is loaded on demand instead."""
-        from sglang.srt.lora.mem_pool import EMPTY_SLOT
-
-        pool = manager.memory_pool
-        for uid in list(uids):
-            if uid is None or uid not in self.pending:
-                continue
-            slot, landed = self.finish(uid)
-            if landed:
-                manager._notify_lora_slots_updated({slot})
-            elif pool.uid_to_buffer_id.get(uid) == slot:
-                del pool.uid_to_buffer_id[uid]
-                pool.buffer_id_to_uid[slot] = EMPTY_SLOT
-                pool.eviction_policy.remove(uid)
-
-    def drain(self, manager: Any) -> None:
-        """Finish the bookkeeping of copies that landed meanwhile."""
-        self.wait(manager, [uid for uid, (_, future) in self.pending.items() if future.done()])
-
-
-_WORKER: SlotWorker | None = None
-
-
-def worker(device: Any = "cpu") -> SlotWorker:
-    global _WORKER
-    if _WORKER is None:
-        _WORKER = SlotWorker(copier_for(device))
-    return _WORKER
-
-
-def around_remove_lora(original: Any, pool: Any, uid: str, *args: Any, **kwargs: Any) -> Any:
-    """An adapter unloaded while its prefetch copy runs: the copy lands first."""
-    if _WORKER is not None and uid in _WORKER.pending:
-        _WORKER.finish(uid)
-    return original(pool, uid, *args, **kwargs)
+    pool = manager.memory_pool
+    if victim is not None:
+        slot = pool.uid_to_buffer_id.pop(victim)
+        pool.eviction_policy.remove(victim)
+    else:
+        slot = next(i for i, u in enumerate(pool.buffer_id_to_uid) if u == EMPTY_SLOT)
+    adapter = manager.loras[uid]
+    done = copier_for(manager.device).submit(
+        lambda: pool.load_lora_weight_to_buffer(uid, slot, adapter, manager.lora_modules,
+                                                manager.embed_tokens_module, manager.lm_head_module))
+    try:
+        done.result()
+    except Exception:
+        current().hook_errors += 1
+        logger.exception("ScaleSim: prefetch copy of adapter %s into slot %d failed", uid, slot)
+        pool.buffer_id_to_uid[slot] = EMPTY_SLOT
+        manager._notify_lora_slots_updated({slot})
+        return False
+    pool.buffer_id_to_uid[slot] = uid
+    pool.uid_to_buffer_id[uid] = slot
+    pool.eviction_policy.mark_used(uid)
+    manager._notify_lora_slots_updated({slot})
+    return True

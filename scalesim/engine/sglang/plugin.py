@@ -61,13 +61,10 @@ def load() -> None:
         (targets.LORA_POLICY_FACTORY, lora_slots.around_get_eviction_policy, HookType.AROUND),
         (targets.LORA_FETCH, lora_slots.around_fetch_new_loras, HookType.AROUND),
         (targets.LORA_RESOLVE, lora_cpu_tier.around_resolve_lora_path, HookType.AROUND),
-        (targets.LORA_REMOVE, lora_slots.around_remove_lora, HookType.AROUND),
         (targets.SCHEDULER_NEXT_BATCH, lora_slots.before_next_batch, HookType.BEFORE),
         (targets.SCHEDULER_NEXT_BATCH, kv_prefetch.before_next_batch, HookType.BEFORE),
         (targets.HICACHE_START_LOADING, kv_prefetch.around_start_loading, HookType.AROUND),
         (targets.HICACHE_START_WRITING, kv_prefetch.around_start_writing, HookType.AROUND),
-        (targets.HICACHE_SUBMIT_H2D, kv_prefetch.around_submit_host_to_device, HookType.AROUND),
-        (targets.SCHEDULER_RUN_BATCH, kv_prefetch.before_run_batch, HookType.BEFORE),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)

@@ -36,10 +36,7 @@ SCHEDULER_NEXT_BATCH = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_t
 LORA_RESOLVE = "sglang.srt.managers.tokenizer_manager.TokenizerManager._resolve_lora_path"
 HICACHE_START_LOADING = "sglang.srt.managers.cache_controller.HiCacheController.start_loading"
 HICACHE_START_WRITING = "sglang.srt.managers.cache_controller.HiCacheController.start_writing"
-HICACHE_SUBMIT_H2D = "sglang.srt.mem_cache.l2_transfer.L2TransferEngine.submit_host_to_device"
-SCHEDULER_RUN_BATCH = "sglang.srt.managers.scheduler.Scheduler.run_batch"
 HOST_POOL_ALLOCATORS = "sglang.srt.mem_cache.pool_host.common.ALLOC_MEMORY_FUNCS"
-LORA_REMOVE = "sglang.srt.lora.mem_pool.LoRAMemoryPool.remove_lora"
 LORA_CPU_VICTIM = "sglang.srt.lora.lora_registry.LoRARegistry.lru_lora_name"
 EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
 EVICTION_CHOICES = "sglang.srt.arg_groups.choices.add_radix_eviction_policy_choices"
@@ -79,12 +76,9 @@ HOOK_TARGETS: tuple[str, ...] = (
     SCHEDULER_NEXT_BATCH,
     LORA_CPU_VICTIM,
     LORA_RESOLVE,
-    LORA_REMOVE,
     HOST_POOL_ALLOCATORS,
     HICACHE_START_LOADING,
     HICACHE_START_WRITING,
-    HICACHE_SUBMIT_H2D,
-    SCHEDULER_RUN_BATCH,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 

@@ -1,15 +1,10 @@
-"""Which part of an agent's path a host-to-device prefetch loads (exact node choices), and which
-batches wait for a prefetch copy running on the CPU worker."""
+"""Which part of an agent's path a host-to-device prefetch loads (exact node choices), and how
+long a prefetched prefix stays held."""
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 
-import pytest
-import torch
-
-from scalesim.engine.sglang.device_copy import ThreadCopier
 from scalesim.engine.sglang.kv_prefetch import KVPrefetcher, _host_anchor, _host_only_tokens
 
 
@@ -30,70 +25,6 @@ def test_anchor_is_the_deepest_host_copy_below_the_device_part_of_the_path():
     gone = Node(root, 300, on_device=False, on_host=False)
     assert _host_anchor(gone) is None  # neither tier has it: recomputed on demand
     assert _host_anchor(None) is None
-
-
-# -- background copies on CPU: which batches wait for them -------------------------------------
-
-def _scheduler_and_batch(prefix_slots: list[int]):
-    """A request whose cached prefix occupies `prefix_slots` (SGLang's req_to_token layout)."""
-    table = torch.zeros((2, 16), dtype=torch.int32)
-    table[1, : len(prefix_slots)] = torch.tensor(prefix_slots, dtype=torch.int32)
-    req = SimpleNamespace(kv=SimpleNamespace(req_pool_idx=1, cache_protected_len=len(prefix_slots)))
-    return SimpleNamespace(req_to_token_pool=SimpleNamespace(req_to_token=table)), SimpleNamespace(reqs=[req])
-
-
-def _submit(p: KVPrefetcher, copier: ThreadCopier, slots: list[int], copy):
-    transfer = SimpleNamespace(device_indices=torch.tensor(slots))
-    return p.submit_background(copier, copy, [transfer])
-
-
-def test_a_batch_reading_a_slot_being_loaded_waits_for_that_copy_and_sglang_sees_it_done_only_then():
-    p, copier, release = KVPrefetcher(), ThreadCopier(), threading.Event()
-    landed = []
-    completion = _submit(p, copier, [5, 6, 7], lambda: (release.wait(5), landed.append("kv")))
-    assert completion.finish_event.query() is False  # SGLang keeps the load lock meanwhile
-    scheduler, batch = _scheduler_and_batch([3, 4, 5])
-    threading.Timer(0.2, release.set).start()
-    p.wait_for(scheduler, batch)
-    assert landed == ["kv"] and completion.finish_event.query() is True
-    assert p.counters["prefetch_background"] == 1 and p.counters["prefetch_waited"] == 1
-    assert p.counters.wait_seconds > 0.1 and p.copies == []
-
-
-def test_a_batch_reading_other_slots_runs_while_the_copy_goes_on():
-    p, copier, release = KVPrefetcher(), ThreadCopier(), threading.Event()
-    completion = _submit(p, copier, [8, 9], lambda: release.wait(5))
-    scheduler, batch = _scheduler_and_batch([3, 4, 5])
-    p.wait_for(scheduler, batch)
-    assert completion.finish_event.query() is False  # overlapped: nobody waited
-    assert p.counters["prefetch_waited"] == 0 and len(p.copies) == 1
-    release.set()
-    completion.finish_event.synchronize()
-    p.wait_for(scheduler, batch)
-    assert p.copies == [] and p.counters["prefetch_waited"] == 0
-
-
-def test_a_failed_background_copy_raises_where_it_is_waited_for():
-    p, copier = KVPrefetcher(), ThreadCopier()
-
-    def broken():
-        raise RuntimeError("index out of range in the host pool")
-
-    completion = _submit(p, copier, [5], broken)
-    scheduler, batch = _scheduler_and_batch([5])
-    with pytest.raises(RuntimeError, match="host pool"):
-        p.wait_for(scheduler, batch)
-    with pytest.raises(RuntimeError, match="host pool"):
-        completion.finish_event.synchronize()
-
-
-def test_reset_waits_for_copies_still_writing_into_the_pool():
-    p, copier, release = KVPrefetcher(), ThreadCopier(), threading.Event()
-    landed = []
-    _submit(p, copier, [1], lambda: (release.wait(5), landed.append("kv")))
-    threading.Timer(0.1, release.set).start()
-    p.reset()
-    assert landed == ["kv"] and p.copies == []
 
 
 # -- how long a prefetched prefix stays held ---------------------------------------------------

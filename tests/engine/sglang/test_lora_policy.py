@@ -8,7 +8,7 @@ import pytest
 
 from scalesim.distance import DistanceTable
 from scalesim.engine.sglang import lora_slots, scheduler_state
-from scalesim.engine.sglang.device_copy import ThreadCopier
+from scalesim.engine.sglang.device_copy import InlineCopier
 from scalesim.engine.sglang.launch import with_plugin_defaults
 from scalesim.engine.sglang.lora_cpu_tier import CpuTier
 from scalesim.engine.sglang.lora_slots import POLICY_ENV, DistanceLoRAPolicy
@@ -109,19 +109,20 @@ def test_serve_selects_distance_lora_tiers_unless_the_user_chose_sglangs(monkeyp
 
 
 class FakePool:
-    """The slot maps and copy call of SGLang's LoRAMemoryPool, with a copy we can hold."""
+    """The slot maps and copy call of SGLang's LoRAMemoryPool; `fail` makes the copy raise."""
 
-    def __init__(self, slots: int, hold) -> None:
+    def __init__(self, slots: int, fail: bool = False) -> None:
         from sglang.srt.lora.mem_pool import EMPTY_SLOT
 
         self.buffer_id_to_uid = [EMPTY_SLOT] * slots
         self.uid_to_buffer_id: dict = {}
         self.eviction_policy = DistanceLoRAPolicy()
         self.copied: list = []
-        self.hold = hold
+        self.fail = fail
 
     def load_lora_weight_to_buffer(self, uid, slot, *args):
-        self.hold.wait(5)
+        if self.fail:
+            raise RuntimeError("adapter weights do not fit the slot")
         self.copied.append((uid, slot))
 
 
@@ -129,49 +130,45 @@ class FakeManager:
     def __init__(self, pool) -> None:
         self.memory_pool, self.loras = pool, {"u1": object(), "u2": object()}
         self.lora_modules, self.embed_tokens_module, self.lm_head_module = [], None, None
+        self.device = "cpu"
         self.notified: list = []
 
     def _notify_lora_slots_updated(self, slots) -> None:
         self.notified.append(slots)
 
 
-def test_background_slot_copy_is_reserved_then_lands_before_use(slots):
-    import threading
-
-    hold = threading.Event()
-    pool = FakePool(2, hold)
+def test_prefetch_copies_into_a_free_slot_then_into_the_victims_slot(slots):
+    pool = FakePool(1)
     manager = FakeManager(pool)
-    worker = lora_slots.SlotWorker(ThreadCopier())
-    worker.submit(manager, "u1", victim=None)
-    # Reserved at once: SGLang sees the adapter in slot 0 and will not hand the slot to another.
-    assert pool.uid_to_buffer_id == {"u1": 0} and pool.buffer_id_to_uid[0] == "u1"
-    worker.drain(manager)
-    assert "u1" in worker.pending and manager.notified == []  # still copying
-    hold.set()
-    worker.wait(manager, ["u1"])  # a batch needs it: the copy lands first
-    assert pool.copied == [("u1", 0)] and manager.notified == [{0}] and worker.pending == {}
+    assert lora_slots._load_into_slot(manager, "u1", victim=None)
+    assert pool.uid_to_buffer_id == {"u1": 0} and pool.buffer_id_to_uid == ["u1"]
+    assert lora_slots._load_into_slot(manager, "u2", victim="u1")
+    assert pool.uid_to_buffer_id == {"u2": 0} and pool.buffer_id_to_uid == ["u2"]
+    assert pool.copied == [("u1", 0), ("u2", 0)] and manager.notified == [{0}, {0}]
 
 
-def test_background_slot_copy_dropped_when_its_slot_changed_hands_first(slots):
-    import threading
+def test_a_failed_prefetch_copy_leaves_the_slot_empty_for_a_demand_load(slots):
+    from sglang.srt.lora.mem_pool import EMPTY_SLOT
 
-    hold = threading.Event()
-    pool = FakePool(2, hold)
+    state, _ = slots
+    pool = FakePool(1)
     manager = FakeManager(pool)
-    worker = lora_slots.SlotWorker(ThreadCopier())
-    worker.submit(manager, "u1", victim=None)  # occupies the worker until `hold` is set
-    worker.submit(manager, "u2", victim=None)  # queued behind it, slot 1, generation 1
-    worker.generation[1] += 1  # slot 1 given to someone else before the copy started
-    hold.set()
-    _, future = worker.pending["u2"]
-    assert future.result(5) is False
-    worker.wait(manager, ["u1", "u2"])
-    assert pool.copied == [("u1", 0)]
+    lora_slots._load_into_slot(manager, "u1", victim=None)
+    pool.fail = True
+    assert lora_slots._load_into_slot(manager, "u2", victim="u1") is False
+    assert pool.uid_to_buffer_id == {} and pool.buffer_id_to_uid == [EMPTY_SLOT]
+    assert manager.notified == [{0}, {0}] and state.hook_errors == 1
 
 
 def test_copier_is_chosen_once_per_device_type():
     from scalesim.engine.sglang.device_copy import copier_for
 
     cpu = copier_for("cpu")
-    assert isinstance(cpu, ThreadCopier) and copier_for("cpu") is cpu
-    assert cpu.submit(lambda: 7).result(5) == 7 and cpu.order_after(object()) is None
+    assert isinstance(cpu, InlineCopier) and copier_for("cpu") is cpu
+    assert cpu.submit(lambda: 7).result(0) == 7 and cpu.order_after(object()) is None
+
+    def broken():
+        raise RuntimeError("copy failed")
+
+    with pytest.raises(RuntimeError, match="copy failed"):
+        cpu.submit(broken).result(0)  # raised where the copy is waited for
