@@ -21,7 +21,7 @@ Rules:
 - On GPU the copy overlaps with compute: it runs on SGLang's host-to-device stream and the
   compute stream waits on its finish event. On CPU it runs where SGLang runs it, in the scheduler
   thread, between batches: PyTorch's intra-op threads already use every core, so a copy thread
-  only competed with the forward pass (`device_copy`, measured). Demand loads go first.
+  only competed with the forward pass (`device_copy`, measured).
 
 Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
 tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
