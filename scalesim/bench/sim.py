@@ -255,15 +255,21 @@ def trace_of(records: list[RequestRecord]) -> list[TraceRecord]:
     return out[::-1]
 
 
+# Levels, not counts: reported as they stand after the workload, not as a difference.
+GAUGES = frozenset({"held", "held_tokens", "adapters_with_agents", "agents_registered_with_adapter"})
+
+
 def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
-    """ScaleSim's counters over one workload (scheduler 0 and the HTTP side)."""
+    """ScaleSim's counters over one workload (scheduler 0 and the HTTP side); gauges as they
+    stand at its end."""
     if not before or not after:
         return {}
     b, a = before["schedulers"][0], after["schedulers"][0]
     out: dict[str, Any] = {}
     for section in ("host_kv", "lora", "evicted_tokens_by_reason"):
         if isinstance(a.get(section), dict):
-            out[section] = {k: round(v - b[section].get(k, 0), 6) for k, v in a[section].items()
+            out[section] = {k: v if k in GAUGES else round(v - b[section].get(k, 0), 6)
+                            for k, v in a[section].items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     out["hook_errors"] = a.get("hook_errors", 0)
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import RequestRecord, WorkloadRun, run_order, trace_of
+from scalesim.bench.sim import RequestRecord, WorkloadRun, run_order, server_delta, trace_of
 from scalesim.bench.systems import Budget, select
 
 
@@ -82,3 +82,16 @@ def test_system_names_are_checked():
 
     with pytest.raises(ValueError, match="valid: all, sglang-lru"):
         select("sglang-lruu")
+
+
+def test_server_counters_over_a_workload_are_differences_and_gauges_their_end_values():
+    def stats(issued: int, held: int, registered: int) -> dict:
+        return {"schedulers": [{"host_kv": {"prefetch_issued": issued, "held": held},
+                                "lora": {"hits": issued, "agents_registered_with_adapter": registered},
+                                "hook_errors": 0}]}
+
+    assert server_delta(stats(10, 2, 20), stats(25, 1, 20)) == {
+        "host_kv": {"prefetch_issued": 15, "held": 1},
+        "lora": {"hits": 15, "agents_registered_with_adapter": 20},
+        "hook_errors": 0}
+    assert server_delta(None, stats(1, 0, 0)) == {}
