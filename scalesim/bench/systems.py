@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 STOCK_POLICIES = ("lru", "lfu", "slru", "tlru", "priority")
 HOST = "--enable-hierarchical-cache"
+# SGLang refuses T-LRU without these (token counts). A simulation's next call adds one situation
+# turn (about 60 tokens) to the agent's history; up to 256 recomputed tokens per call are taken
+# as within its latency budget, so the tail of a history beyond that is evicted first.
+POLICY_CONFIGS = {"tlru": {"threshold": 256, "next_prompt_estimate": 64}}
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,9 @@ class System:
 def _all() -> dict[str, System]:
     out: dict[str, System] = {}
     for policy in STOCK_POLICIES:
-        base = ("--scalesim-disable", "--radix-eviction-policy", policy)
+        base: tuple[str, ...] = ("--scalesim-disable", "--radix-eviction-policy", policy)
+        if policy in POLICY_CONFIGS:
+            base += ("--radix-eviction-policy-config", json.dumps(POLICY_CONFIGS[policy]))
         out[f"sglang-{policy}"] = System(f"sglang-{policy}", base)
         out[f"sglang-{policy}+host"] = System(f"sglang-{policy}+host", (*base, HOST))
     out["scalesim"] = System("scalesim", (HOST,), hints=True)

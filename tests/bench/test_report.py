@@ -84,6 +84,18 @@ def test_system_names_are_checked():
         select("sglang-lruu")
 
 
+def test_tlru_systems_carry_the_config_sglang_requires():
+    import json
+
+    for name in ("sglang-tlru", "sglang-tlru+host"):
+        (system,) = select(name)
+        args = list(system.args)
+        config = json.loads(args[args.index("--radix-eviction-policy-config") + 1])
+        # SGLang refuses T-LRU unless threshold > next_prompt_estimate >= 0 (kv_cache_hook).
+        assert config == {"threshold": 256, "next_prompt_estimate": 64}
+    assert "--radix-eviction-policy-config" not in select("sglang-lru")[0].args
+
+
 def test_server_counters_over_a_workload_are_differences_and_gauges_their_end_values():
     def stats(issued: int, held: int, registered: int) -> dict:
         return {"schedulers": [{"host_kv": {"prefetch_issued": issued, "held": held},
