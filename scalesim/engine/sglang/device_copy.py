@@ -8,8 +8,9 @@ chosen once per device type.
 - `InlineCopier` (CPU): the copy runs at once in the calling thread (the scheduler's, between
   batches) and returns a finished future.
 
-Both return a future that the caller (the scheduler thread, which owns the maps) waits on before
-the destination is used or reassigned. `order_after(event)` makes later compute wait for a copy
+Both have issued the copy when `submit` returns, so the caller (the scheduler thread, which owns
+the maps) may use or reassign the destination at once, and a failed copy raises in the caller.
+`order_after(event)` makes later compute wait for a copy
 SGLang issued itself (its host-to-device load of a KV prefix): on the device for CUDA; nothing on
 CPU.
 
@@ -24,30 +25,19 @@ loads ahead, before the step's requests are admitted, just without pretending to
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable
 from typing import Any, Protocol
 
 
 class Copier(Protocol):
-    def submit(self, copy: Callable[[], Any]) -> concurrent.futures.Future: ...
+    def submit(self, copy: Callable[[], Any]) -> Any: ...
 
     def order_after(self, event: Any) -> None: ...
 
 
-def _run(copy: Callable[[], Any]) -> concurrent.futures.Future:
-    """Run `copy` now; its result or its error is surfaced to whoever waits on the future."""
-    done: concurrent.futures.Future = concurrent.futures.Future()
-    try:
-        done.set_result(copy())
-    except Exception as exc:
-        done.set_exception(exc)
-    return done
-
-
 class InlineCopier:
-    def submit(self, copy: Callable[[], Any]) -> concurrent.futures.Future:
-        return _run(copy)
+    def submit(self, copy: Callable[[], Any]) -> Any:
+        return copy()
 
     def order_after(self, event: Any) -> None:
         return None
@@ -60,15 +50,17 @@ class StreamCopier:
         self._torch = torch
         self._stream = torch.cuda.Stream()
 
-    def submit(self, copy: Callable[[], Any]) -> concurrent.futures.Future:
+    def submit(self, copy: Callable[[], Any]) -> Any:
         torch = self._torch
         self._stream.wait_stream(torch.cuda.current_stream())  # sources written by earlier kernels
-        with torch.cuda.stream(self._stream):
-            done = _run(copy)  # issues the copy; it lands on the device later
+        try:
+            with torch.cuda.stream(self._stream):
+                return copy()  # issues the copy; it lands on the device later
+        finally:
+            # Even after a failure, part of the copy may be queued: later compute waits for it.
             event = torch.cuda.Event()
             event.record(self._stream)
-        torch.cuda.current_stream().wait_event(event)
-        return done
+            torch.cuda.current_stream().wait_event(event)
 
     def order_after(self, event: Any) -> None:
         self._torch.cuda.current_stream().wait_event(event)

@@ -249,19 +249,20 @@ def _load_into_slot(manager: Any, uid: str, victim: str | None) -> bool:
     else:
         slot = next(i for i, u in enumerate(pool.buffer_id_to_uid) if u == EMPTY_SLOT)
     adapter = manager.loras[uid]
-    done = copier_for(manager.device).submit(
-        lambda: pool.load_lora_weight_to_buffer(uid, slot, adapter, manager.lora_modules,
-                                                manager.embed_tokens_module, manager.lm_head_module))
     try:
-        done.result()
+        copier_for(manager.device).submit(
+            lambda: pool.load_lora_weight_to_buffer(uid, slot, adapter, manager.lora_modules,
+                                                    manager.embed_tokens_module, manager.lm_head_module))
+        landed = True
     except Exception:
         current().hook_errors += 1
         logger.exception("ScaleSim: prefetch copy of adapter %s into slot %d failed", uid, slot)
+        landed = False
+    if landed:
+        pool.buffer_id_to_uid[slot] = uid
+        pool.uid_to_buffer_id[uid] = slot
+        pool.eviction_policy.mark_used(uid)
+    else:
         pool.buffer_id_to_uid[slot] = EMPTY_SLOT
-        manager._notify_lora_slots_updated({slot})
-        return False
-    pool.buffer_id_to_uid[slot] = uid
-    pool.uid_to_buffer_id[uid] = slot
-    pool.eviction_policy.mark_used(uid)
     manager._notify_lora_slots_updated({slot})
-    return True
+    return landed

@@ -165,10 +165,10 @@ def test_copier_is_chosen_once_per_device_type():
 
     cpu = copier_for("cpu")
     assert isinstance(cpu, InlineCopier) and copier_for("cpu") is cpu
-    assert cpu.submit(lambda: 7).result(0) == 7 and cpu.order_after(object()) is None
+    assert cpu.submit(lambda: 7) == 7 and cpu.order_after(object()) is None
 
     def broken():
         raise RuntimeError("copy failed")
 
     with pytest.raises(RuntimeError, match="copy failed"):
-        cpu.submit(broken).result(0)  # raised where the copy is waited for
+        cpu.submit(broken)  # raised in the caller, which owns the destination
