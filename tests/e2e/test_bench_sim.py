@@ -35,7 +35,7 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
             assert m["makespan_s"] > 0 and 0 <= m["kv_hit_rate"] <= 1 and 0 <= m["cached_token_share"] <= 1
         assert systems["scalesim"]["server"]["hook_errors"] == 0
         assert set(systems["scalesim"]["server"]["evicted_tokens_by_reason"]) == {"farthest", "no_distance", "stale",
-                                                                                  "untagged"}
+                                                                                  "tail", "untagged"}
         assert systems["sglang-lru"]["server"] == {}  # stock SGLang has no ScaleSim counters
         h = entry["headline"]
         assert h["best_stock"] in ("sglang-lru", "sglang-lru+host") and h["speedup"] > 0 and h["vs_unlimited"] > 0

@@ -4,7 +4,8 @@ Per request (counted once, when it finishes): a hit when any prompt token came f
 cache, else a miss; prompt tokens split into cached and recomputed. Per evicted radix node:
 its tokens, by reason (`farthest`: an owner had a known distance and it was the farthest
 state; `no_distance`: owned, but no owner has a distance, so LRU decided; `stale`: a branch its
-agents' later requests left (an old call's own tail); `untagged`: never owned).
+agents' later requests left (an old call's own tail); `tail`: the agent's latest call past the
+prefix its calls share, not read again by its next call; `untagged`: never owned).
 
 Per-agent series are bounded: the first `max_agent_series` agents seen get their own; every
 later agent is counted under `OTHER`, so 10,000 agents make at most that many series.
@@ -17,7 +18,7 @@ from typing import Any
 
 OTHER = "_other"
 NONE = "_none"  # requests and nodes with no agent
-EVICTION_REASONS = ("farthest", "no_distance", "stale", "untagged")
+EVICTION_REASONS = ("farthest", "no_distance", "stale", "tail", "untagged")
 DEFAULT_MAX_AGENT_SERIES = 64
 _FIELDS = ("hits", "misses", "cached_tokens", "recomputed_tokens", "evicted_nodes", "evicted_tokens")
 

@@ -8,7 +8,7 @@ SGLang's own recency counter (`node.last_access_time`); node ids break ties, so 
 decides the same. With no distances at all every node is `UNKNOWN` and the order is LRU.
 
 The hooks below keep `SchedulerState` up to date from the tree's own events: a checkpoint
-tags the request's path with its agent, a split copies owners to the new parent, a victim is
+tags the request's path with its agent (and marks the call's tail past the agent's prefix), a split copies owners to the new parent, a victim is
 counted by reason, a released request counts its cached tokens, a reset forgets every node.
 
 `--radix-eviction-policy-config` (JSON) takes `order` ("distance" or "lru": the core priority),
@@ -115,7 +115,9 @@ def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: An
     agent = state.agent_of(req)
     adapters().note_request(agent, getattr(req, "lora_id", None))
     if agent is not None and node is not None:
-        prefetcher().note(cache, agent, node)
+        # Load ahead the agent's shared prefix, not the call tail past it: the next call
+        # does not read the tail, which goes first in both tiers (`SchedulerState._mark_tail`).
+        prefetcher().note(cache, agent, state.prefix_node(agent) or node)
 
 
 @guarded

@@ -3,7 +3,8 @@
 SGLang loads a prefix back from host memory only when its request is admitted. Between batches
 (a BEFORE hook on `Scheduler.get_next_batch_to_run`), after a distance update, this loads ahead
 the prefixes of the nearest agents (pushed distance within `LOOKAHEAD`, nearest first) whose
-latest prefix is in host memory only, and holds each on the device (a tree lock) until the
+prefix (the part their calls share, `SchedulerState.prefix_node`; their whole latest path until two
+calls forked) is in host memory only, and holds each on the device (a tree lock) until the
 agent's next request has used it, the agent is no longer near, or `HOLD_UPDATES` distance
 updates or `HOLD_STEPS` busy scheduler iterations pass (both counts are the same on every rank).
 Only iterations with requests running or waiting count: an idle server polls its sockets
@@ -63,7 +64,7 @@ class Hold:
 class KVPrefetcher:
     def __init__(self) -> None:
         self.enabled = True
-        self.latest: dict[str, weakref.ref] = {}  # agent -> its latest checkpointed node
+        self.latest: dict[str, weakref.ref] = {}  # agent -> the node to load ahead for it (`note`)
         self.held: dict[str, Hold] = {}
         self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h"))
         self.prefetching = False
@@ -73,7 +74,8 @@ class KVPrefetcher:
     # -- bookkeeping from the tree's events -------------------------------------------------
 
     def note(self, cache: Any, agent: str, node: Any) -> None:
-        """The agent's request was checkpointed at `node`: its hold (if any) has been used."""
+        """The agent's request was checkpointed: its hold (if any) has been used. `node` is
+        what to load ahead for its next call: the end of its shared prefix when known."""
         self.latest[agent] = weakref.ref(node)
         hold = self.held.pop(agent, None)
         if hold is not None:

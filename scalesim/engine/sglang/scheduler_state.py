@@ -11,6 +11,8 @@ What it holds:
   on the same socket): a bounded map, so requests that never reach the tree cannot leak it;
 - which agents own each radix node: a weak side table keyed by node, so a node deleted by
   eviction, a cache flush, or an aborted or retracted request takes its entry with it;
+- each agent's latest call tail (`_mark_tail`): the part of its latest call past the prefix
+  its last two calls shared, ranked with unowned state until the agent's next call;
 - counters for the stats route and Prometheus (`AgentCounters`).
 """
 
@@ -47,6 +49,10 @@ class SchedulerState:
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._latest: dict[str, weakref.ref] = {}  # agent -> the node its latest checkpoint ended at
         self._stale: weakref.WeakSet[Any] = weakref.WeakSet()  # owned once, left by every owner
+        self._ended: dict[str, weakref.ref] = {}  # agent -> where its latest finished call ended
+        self._prefix: dict[str, weakref.ref] = {}  # agent -> end of the prefix its last two calls shared
+        self._tails: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes of agents' latest call tails
+        self._tail_of: dict[str, list[weakref.ref]] = {}  # agent -> its nodes in `_tails`
         self.hook_errors = 0
         self.tree_timing: dict[str, list[float]] = {}  # op -> [calls, seconds]; SCALESIM_TREE_TIMING=1
         self.pushes_applied = 0
@@ -100,8 +106,16 @@ class SchedulerState:
         return min((self.distance(agent) for agent in agents), default=UNKNOWN)
 
     def node_distance(self, node: Any) -> float:
-        """The nearest owner's distance (`UNKNOWN` for an untagged node)."""
+        """The nearest owner's distance (`UNKNOWN` for an untagged node or a call tail)."""
+        if node in self._tails:
+            return UNKNOWN
         return self.nearest(self._owners.get(node, ()))
+
+    def prefix_node(self, agent: str) -> Any:
+        """Where the prefix the agent's last two calls shared ends (None until two calls forked
+        below the root): what is worth keeping, or loading ahead, of the agent's state."""
+        ref = self._prefix.get(agent)
+        return ref() if ref is not None else None
 
     # -- radix-tree ownership -------------------------------------------------------------
 
@@ -135,6 +149,7 @@ class SchedulerState:
                 got.add(agent)
             node = node.parent
         self._leave_stale_branch(agent, latest)
+        self._mark_tail(agent, latest, req.finished())
 
     def _leave_stale_branch(self, agent: str, latest: Any) -> None:
         """The agent's state is the path of its latest checkpoint. Where that path left the
@@ -165,6 +180,48 @@ class SchedulerState:
                     self._stale.add(node)
             node = node.parent
 
+    def _mark_tail(self, agent: str, latest: Any, finished: bool) -> None:
+        """Rank the agent's latest call past its shared prefix (`node_distance`: `UNKNOWN`).
+
+        The fork is where this call's path leaves the path of the agent's previous finished
+        call. In a simulation each call is the agent's prefix plus a new situation, and the
+        next call forks at the same place, so the situation and answer below the fork will not
+        be read again; kept at the agent's distance, a near agent's tail (some 150 tokens)
+        would outlive a far agent's whole prefix. Marked only when the call forked below the
+        root and past nothing of the previous call's end: a call that extends the previous one
+        (a conversation) reads its whole path again, and calls sharing nothing tell nothing.
+        Only nodes the agent owns alone are marked. The marks move with each checkpoint; the
+        next call's fork then leaves this tail behind for good (`_leave_stale_branch`)."""
+        for ref in self._tail_of.pop(agent, ()):
+            node = ref()
+            if node is not None:
+                self._tails.discard(node)
+        ref = self._ended.get(agent)
+        base = ref() if ref is not None else None
+        if finished:
+            self._ended[agent] = weakref.ref(latest)
+        if base is None:
+            return
+        on_base = set()
+        node = base
+        while node is not None:
+            on_base.add(node)
+            node = node.parent
+        below: list[Any] = []
+        node = latest
+        while node is not None and node not in on_base:
+            below.append(node)
+            node = node.parent
+        fork = node
+        if fork is None or fork.parent is None or fork is base:
+            self._prefix.pop(agent, None)
+            return
+        self._prefix[agent] = weakref.ref(fork)
+        owners = self._owners
+        tails = [n for n in below if owners.get(n) == {agent}]
+        self._tails.update(tails)
+        self._tail_of[agent] = [weakref.ref(n) for n in tails]
+
     def on_split(self, child: Any, new_parent: Any) -> None:
         """A split gives the new parent node the child's owners (it is on all their paths)."""
         owners = self._owners.get(child)
@@ -173,6 +230,11 @@ class SchedulerState:
 
     def on_evict(self, node: Any, tokens: int) -> None:
         owners = self._owners.get(node)
+        if owners and node in self._tails:
+            self.counters.evicted_node("tail", tokens)
+            for agent in owners:
+                self.counters.evicted(agent, "tail", tokens)
+            return
         if not owners:
             reason = "stale" if node in self._stale else "untagged"
             self.counters.evicted_node(reason, tokens)
@@ -199,6 +261,10 @@ class SchedulerState:
         self._owners.clear()
         self._latest.clear()
         self._stale.clear()
+        self._ended.clear()
+        self._prefix.clear()
+        self._tails.clear()
+        self._tail_of.clear()
 
     # -- reporting ------------------------------------------------------------------------
 

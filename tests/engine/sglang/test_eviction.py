@@ -25,10 +25,15 @@ def state(monkeypatch):
 
 
 def _tag(state, node, agent):
+    """A finished call of `agent` that ended at `node`."""
     state.announce(f"rid-{node.id}", agent, 0.0)
 
     class Req:
         rid = f"rid-{node.id}"
+
+        @staticmethod
+        def finished() -> bool:
+            return True
 
     state.tag_path(Req, node)
 
@@ -51,11 +56,13 @@ def test_victims_farthest_first_then_lru_and_unknown_before_known(state):
     assert _victim_order(AgentDistanceStrategy(order="lru", learned=False), nodes) == [6, 2, 4, 3, 5, 1]
 
 
-def test_an_agents_earlier_call_tail_goes_before_any_prefix(state):
+def test_an_agents_call_tails_go_before_any_prefix(state):
     """Each call is the agent's prefix plus a new situation: after `near`'s second call, the
-    tail of its first call (id 3) is left behind and goes first, before `far`'s prefix (2) and
-    tail (6); the latest tail (4) keeps `near`'s distance. A call that extends the previous one
-    (5 below 4, a conversation) leaves nothing behind."""
+    tail of its first call (id 3) is left behind, and the second call's own tail (4, past the
+    prefix both calls shared) will not be read by the next call either: both go first (LRU
+    among them), before `far`'s prefix (2) and tail (6; one call tells no fork yet). A call
+    that extends the previous one (5 below 4, a conversation) leaves nothing behind, and its
+    path keeps the agent's distance."""
     root = Node(0, 0.0)
     near_prefix, far_prefix = Node(1, 1.0, root), Node(2, 1.0, root)
     first_tail, second_tail = Node(3, 2.0, near_prefix), Node(4, 3.0, near_prefix)
@@ -67,12 +74,13 @@ def test_an_agents_earlier_call_tail_goes_before_any_prefix(state):
     _tag(state, first_tail, "near")
     assert _victim_order(strategy, nodes[:3]) == [2, 1, 3]  # farthest first, LRU among equals
     _tag(state, second_tail, "near")
-    assert _victim_order(strategy, nodes) == [3, 2, 6, 1, 4]
+    assert _victim_order(strategy, nodes) == [3, 4, 2, 6, 1]
     assert 3 not in [n.id for n in state._owners]
     _tag(state, Node(5, 4.0, second_tail), "near")  # extends the latest path: 4 keeps its owner
     assert _victim_order(strategy, nodes) == [3, 2, 6, 1, 4]
     state.on_evict(first_tail, 7)
-    assert state.report()["evicted_tokens_by_reason"] == {"farthest": 0, "no_distance": 0, "stale": 7, "untagged": 0}
+    assert state.report()["evicted_tokens_by_reason"] == {"farthest": 0, "no_distance": 0, "stale": 7, "tail": 0,
+                                                          "untagged": 0}
 
 
 def test_equal_priorities_fall_back_to_node_ids(state):

@@ -62,6 +62,46 @@ def test_nearest_owner_decides_and_pushed_wins_over_learned(state):
     assert state.distance("c") == UNKNOWN
 
 
+def test_a_calls_tail_past_the_shared_prefix_is_marked_until_the_next_call(state):
+    """Calls of "a": its prefix F plus a new situation S_i, answered by A_i; each call is
+    checkpointed after its prompt (unfinished) and when it finishes. From the second call on,
+    the fork from the previous finished call (F) is the agent's prefix: the call's own part
+    below it ranks `UNKNOWN` and is evicted as `tail`; the previous call's part is `stale`."""
+    root = Node(None)
+    prefix, other = Node(root, tokens=1500), Node(root, tokens=1400)
+    s1, s2, s3 = Node(prefix, 150), Node(prefix, 150), Node(prefix, 150)
+    a1, a2 = Node(s1, 32), Node(s2, 32)
+    state.table.update({"a": 1.0, "b": 9.0}, 1)
+    state.announce("b1", "b", 0.0)
+    state.tag_path(Req("b1"), other)
+
+    def call(rid, situation, answer=None):
+        state.announce(rid, "a", 0.0)
+        state.tag_path(Req(rid, finished=False), situation)
+        if answer is not None:
+            state.tag_path(Req(rid), answer)
+
+    call("r1", s1, a1)
+    assert state.prefix_node("a") is None  # one call: no fork known
+    assert [state.node_distance(n) for n in (prefix, s1, a1, other)] == [1.0, 1.0, 1.0, 9.0]
+    call("r2", s2)  # prompt checkpointed, not finished
+    assert state.prefix_node("a") is prefix
+    assert [state.node_distance(n) for n in (prefix, s2, s1, a1)] == [1.0, UNKNOWN, UNKNOWN, UNKNOWN]
+    state.tag_path(Req("r2"), a2)  # finished: the answer joins the tail
+    assert [state.node_distance(n) for n in (prefix, s2, a2, other)] == [1.0, UNKNOWN, UNKNOWN, 9.0]
+    state.on_evict(a2, 32)
+    state.on_evict(a1, 32)
+    call("r3", s3)  # the second call's tail is left behind: stale now, no longer a tail
+    assert a2 not in state._tails and s2 not in state._owners and s3 in state._tails
+    state.on_evict(s2, 150)
+    report = state.report()
+    assert report["evicted_tokens_by_reason"] == {"farthest": 0, "no_distance": 0, "stale": 182, "tail": 32,
+                                                  "untagged": 0}
+    assert report["per_agent"]["a"]["evicted_tokens"] == 32
+    state.reset_tree()
+    assert state.prefix_node("a") is None and not state._tails
+
+
 def test_split_copies_owners_and_eviction_reasons(state):
     root = Node(None)
     leaf = Node(root, tokens=30)
@@ -77,7 +117,8 @@ def test_split_copies_owners_and_eviction_reasons(state):
     state.on_evict(upper, 12)  # owned, with a distance
     state.on_evict(Node(root, tokens=5), 5)  # untagged
     report = state.report()
-    assert report["evicted_tokens_by_reason"] == {"farthest": 12, "no_distance": 30, "stale": 0, "untagged": 5}
+    assert report["evicted_tokens_by_reason"] == {"farthest": 12, "no_distance": 30, "stale": 0, "tail": 0,
+                                                  "untagged": 5}
     assert report["cache"]["evicted_nodes"] == 3 and report["cache"]["evicted_tokens"] == 47
     assert report["per_agent"]["a"]["evicted_tokens"] == 42
     assert report["per_agent"]["_none"]["evicted_tokens"] == 5
