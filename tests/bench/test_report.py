@@ -7,8 +7,8 @@ from scalesim.bench.sim import RequestRecord, WorkloadRun, run_order, server_del
 from scalesim.bench.systems import Budget, select
 
 
-def _m(makespan: float, hit: float = 0.5) -> dict:
-    return {"makespan_s": makespan, "kv_hit_rate": hit}
+def _m(makespan: float, hit: float = 0.5, recomputed: int = 0) -> dict:
+    return {"makespan_s": makespan, "kv_hit_rate": hit, "recomputed_tokens": recomputed}
 
 
 def test_gap_closed_speedup_and_bound_ratio():
@@ -19,6 +19,15 @@ def test_gap_closed_speedup_and_bound_ratio():
     assert h["vs_unlimited"] == round(64 / 60, 3) and h["hit_vs_oracle"] == 0.9  # against device + host
     assert (h["oracle_hit_rate"], h["oracle_hit_rate_device"]) == (0.5, 0.3)
     assert h["met"] == {"gap_closed": True, "vs_unlimited": True, "hit_vs_oracle": True}
+
+
+def test_gap_closed_in_tokens_is_against_the_stock_system_that_recomputed_least():
+    h = headline({"sglang-lru": _m(100, recomputed=900), "sglang-lfu": _m(90, recomputed=1000),
+                  "scalesim": _m(95, recomputed=500), "unlimited": _m(60, recomputed=400)}, oracles=None)
+    assert (h["best_stock"], h["best_stock_tokens"]) == ("sglang-lfu", "sglang-lru")
+    assert h["gap_closed_tokens"] == 0.8 and h["gap_closed"] == round(-5 / 30, 3)
+    assert headline({"sglang-lru": _m(50, recomputed=400), "scalesim": _m(55, recomputed=400),
+                     "unlimited": _m(52, recomputed=400)}, oracles=None)["gap_closed_tokens"] is None
 
 
 def test_no_gap_to_close_and_missing_systems_give_none():
