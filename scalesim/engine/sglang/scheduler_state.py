@@ -49,7 +49,8 @@ class SchedulerState:
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         self._latest: dict[str, weakref.ref] = {}  # agent -> the node its latest checkpoint ended at
         self._stale: weakref.WeakSet[Any] = weakref.WeakSet()  # owned once, left by every owner
-        self._ended: dict[str, weakref.ref] = {}  # agent -> where its latest finished call ended
+        # agent -> where its latest finished call ended, and that call's prompt length
+        self._ended: dict[str, tuple[weakref.ref, int]] = {}
         self._prefix: dict[str, weakref.ref] = {}  # agent -> end of the prefix its last two calls shared
         self._tails: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes of agents' latest call tails
         self._tail_of: dict[str, list[weakref.ref]] = {}  # agent -> its nodes in `_tails`
@@ -149,7 +150,7 @@ class SchedulerState:
                 got.add(agent)
             node = node.parent
         self._leave_stale_branch(agent, latest)
-        self._mark_tail(agent, latest, req.finished())
+        self._mark_tail(agent, latest, req)
 
     def _leave_stale_branch(self, agent: str, latest: Any) -> None:
         """The agent's state is the path of its latest checkpoint. Where that path left the
@@ -180,7 +181,7 @@ class SchedulerState:
                     self._stale.add(node)
             node = node.parent
 
-    def _mark_tail(self, agent: str, latest: Any, finished: bool) -> None:
+    def _mark_tail(self, agent: str, latest: Any, req: Any) -> None:
         """Rank the agent's latest call past its shared prefix (`node_distance`: `UNKNOWN`).
 
         The fork is where this call's path leaves the path of the agent's previous finished
@@ -188,18 +189,19 @@ class SchedulerState:
         next call forks at the same place, so the situation and answer below the fork will not
         be read again; kept at the agent's distance, a near agent's tail (some 150 tokens)
         would outlive a far agent's whole prefix. Marked only when the call forked below the
-        root and past nothing of the previous call's end: a call that extends the previous one
-        (a conversation) reads its whole path again, and calls sharing nothing tell nothing.
-        Only nodes the agent owns alone are marked. The marks move with each checkpoint; the
-        next call's fork then leaves this tail behind for good (`_leave_stale_branch`)."""
+        root and inside the previous call's prompt: a call that holds the whole previous
+        prompt (a conversation: the previous answer may be tokenized anew, so the path may
+        still fork inside it) reads its whole path again next time, and calls sharing nothing
+        tell nothing. Only nodes the agent owns alone are marked. The marks move with each
+        checkpoint; the next call's fork leaves this tail behind for good (`_leave_stale_branch`)."""
         for ref in self._tail_of.pop(agent, ()):
             node = ref()
             if node is not None:
                 self._tails.discard(node)
-        ref = self._ended.get(agent)
-        base = ref() if ref is not None else None
-        if finished:
-            self._ended[agent] = weakref.ref(latest)
+        ended = self._ended.get(agent)
+        base = ended[0]() if ended is not None else None
+        if req.finished():
+            self._ended[agent] = (weakref.ref(latest), len(req.origin_input_ids))
         if base is None:
             return
         on_base = set()
@@ -213,7 +215,7 @@ class SchedulerState:
             below.append(node)
             node = node.parent
         fork = node
-        if fork is None or fork.parent is None or fork is base:
+        if fork is None or fork.parent is None or _depth(fork) >= ended[1]:
             self._prefix.pop(agent, None)
             return
         self._prefix[agent] = weakref.ref(fork)
@@ -285,6 +287,15 @@ class SchedulerState:
                if self.tree_timing else {}),
             **self.counters.report(),
         }
+
+
+def _depth(node: Any) -> int:
+    """Tokens on the path from the root to the end of `node`."""
+    tokens = 0
+    while node is not None and node.parent is not None:
+        tokens += len(node.key)
+        node = node.parent
+    return tokens
 
 
 _STATE: SchedulerState | None = None

@@ -25,11 +25,16 @@ def state(monkeypatch):
 
 
 def _tag(state, node, agent):
-    """A finished call of `agent` that ended at `node`."""
+    """A finished call of `agent` whose prompt was the whole path to `node`."""
     state.announce(f"rid-{node.id}", agent, 0.0)
+    path = 0
+    up = node
+    while up.parent is not None:
+        path, up = path + len(up.key), up.parent
 
     class Req:
         rid = f"rid-{node.id}"
+        origin_input_ids = [0] * path
 
         @staticmethod
         def finished() -> bool:

@@ -77,9 +77,9 @@ def test_a_calls_tail_past_the_shared_prefix_is_marked_until_the_next_call(state
 
     def call(rid, situation, answer=None):
         state.announce(rid, "a", 0.0)
-        state.tag_path(Req(rid, finished=False), situation)
+        state.tag_path(Req(rid, prompt=1650, finished=False), situation)
         if answer is not None:
-            state.tag_path(Req(rid), answer)
+            state.tag_path(Req(rid, prompt=1650), answer)
 
     call("r1", s1, a1)
     assert state.prefix_node("a") is None  # one call: no fork known
@@ -87,7 +87,7 @@ def test_a_calls_tail_past_the_shared_prefix_is_marked_until_the_next_call(state
     call("r2", s2)  # prompt checkpointed, not finished
     assert state.prefix_node("a") is prefix
     assert [state.node_distance(n) for n in (prefix, s2, s1, a1)] == [1.0, UNKNOWN, UNKNOWN, UNKNOWN]
-    state.tag_path(Req("r2"), a2)  # finished: the answer joins the tail
+    state.tag_path(Req("r2", prompt=1650), a2)  # finished: the answer joins the tail
     assert [state.node_distance(n) for n in (prefix, s2, a2, other)] == [1.0, UNKNOWN, UNKNOWN, 9.0]
     state.on_evict(a2, 32)
     state.on_evict(a1, 32)
@@ -100,6 +100,29 @@ def test_a_calls_tail_past_the_shared_prefix_is_marked_until_the_next_call(state
     assert report["per_agent"]["a"]["evicted_tokens"] == 32
     state.reset_tree()
     assert state.prefix_node("a") is None and not state._tails
+
+
+def test_a_conversation_turn_is_no_tail_even_where_the_answer_was_tokenized_anew(state):
+    """The next turn holds the whole previous prompt (1,650 tokens) and most of its answer: the
+    path forks 30 tokens into the answer (`said`), below the previous prompt, so nothing is a
+    tail; a call forking inside the previous prompt (a new situation) marks its own part."""
+    root = Node(None)
+    prefix = Node(root, tokens=1500)
+    turn1 = Node(prefix, 150)
+    said = Node(turn1, 30)
+    rest = Node(said, 2)
+    turn2 = Node(said, 40)
+    state.table.update({"a": 1.0}, 1)
+    state.announce("r1", "a", 0.0)
+    state.tag_path(Req("r1", prompt=1650), rest)
+    state.announce("r2", "a", 0.0)
+    state.tag_path(Req("r2", prompt=1720), turn2)
+    assert state.prefix_node("a") is None and not state._tails
+    assert [state.node_distance(n) for n in (prefix, turn1, said, turn2)] == [1.0] * 4
+    other = Node(prefix, 60)
+    state.announce("r3", "a", 0.0)
+    state.tag_path(Req("r3", prompt=1560), other)
+    assert state.prefix_node("a") is prefix and state.node_distance(other) == UNKNOWN
 
 
 def test_split_copies_owners_and_eviction_reasons(state):
