@@ -8,8 +8,9 @@ SGLang's own recency counter (`node.last_access_time`); node ids break ties, so 
 decides the same. With no distances at all every node is `UNKNOWN` and the order is LRU.
 
 The hooks below keep `SchedulerState` up to date from the tree's own events: a checkpoint
-tags the request's path with its agent (and marks the call's tail past the agent's prefix), a split copies owners to the new parent, a victim is
-counted by reason, a released request counts its cached tokens, a reset forgets every node.
+tags the request's path with its agent (and marks the call's tail past the agent's prefix), a
+split copies owners to the new parent, a victim is counted by reason, a released request counts
+its cached tokens, a reset forgets every node.
 
 `--radix-eviction-policy-config` (JSON) takes `order` ("distance" or "lru": the core priority),
 `learned` (use learned distances for agents with no pushed one; default true),
