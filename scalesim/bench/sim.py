@@ -208,10 +208,12 @@ def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, Syst
 
 
 def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int) -> dict[str, float]:
-    """Belady's hit rate with the device KV budget, and with device plus SGLang's default host
-    pool (`HICACHE_RATIO` times the device pool), the memory the host-tier systems have."""
+    """Belady's hit rate with the device KV budget, and with the distinct tokens device plus
+    SGLang's default host pool hold, the memory the host-tier systems have. The host tier is
+    write-through (every cached device node is copied to host memory), so the host pool
+    (`HICACHE_RATIO` times the device pool) holds all there is, not the device pool plus it."""
     return {"device": replay_belady(trace, kv_tokens).hit_rate,
-            "device_host": replay_belady(trace, int(kv_tokens * (1 + HICACHE_RATIO))).hit_rate}
+            "device_host": replay_belady(trace, int(kv_tokens * max(1.0, HICACHE_RATIO))).hit_rate}
 
 
 def write_requests(path: Path, records: list[RequestRecord]) -> None:

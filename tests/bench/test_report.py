@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import RequestRecord, WorkloadRun, run_order, server_delta, trace_of
+from scalesim.bench.sim import RequestRecord, WorkloadRun, oracle_hit_rates, run_order, server_delta, trace_of
 from scalesim.bench.systems import Budget, select
+from scalesim.trace.format import TraceRecord
 
 
 def _m(makespan: float, hit: float = 0.5, recomputed: int = 0) -> dict:
@@ -116,3 +117,11 @@ def test_server_counters_over_a_workload_are_differences_and_gauges_their_end_va
         "lora": {"hits": 15, "agents_registered_with_adapter": 20},
         "hook_errors": 0}
     assert server_delta(None, stats(1, 0, 0)) == {}
+
+
+def test_the_host_tier_oracle_holds_the_host_pool_not_device_plus_host():
+    """Write-through: the host pool (2x the device pool) holds every distinct token there is.
+    Four 100-token prefixes in a cycle: the device (100) holds one, the host tier two, not three."""
+    trace = [TraceRecord(i, a, a, 100, 1, None) for i, a in enumerate("ABCD" * 3)]
+    # Belady in 200 tokens: 3 hits (in 300, device plus host, it would be 6).
+    assert oracle_hit_rates(trace, 100) == {"device": 0.0, "device_host": 3 / 12}
