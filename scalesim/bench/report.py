@@ -65,7 +65,7 @@ def headline(per_system: dict[str, dict[str, Any]], oracles: dict[str, float] | 
     stock = {n: m["makespan_s"] for n, m in per_system.items() if n.startswith("sglang-")}
     best = min(stock, key=stock.get) if stock else None
     ours, bound = per_system.get("scalesim"), per_system.get("unlimited")
-    tokens = {n: m["recomputed_tokens"] for n, m in per_system.items() if n in stock and "recomputed_tokens" in m}
+    tokens = {n: per_system[n]["recomputed_tokens"] for n in stock}
     best_tokens = min(tokens, key=tokens.get) if tokens else None
     out: dict[str, Any] = {"best_stock": best, "speedup": None, "gap_closed": None, "vs_unlimited": None,
                            "hit_vs_oracle": None, "oracle_hit_rate": oracle,
@@ -74,7 +74,7 @@ def headline(per_system: dict[str, dict[str, Any]], oracles: dict[str, float] | 
     if ours is None:
         return out
     t = ours["makespan_s"]
-    if best_tokens is not None and bound is not None and tokens[best_tokens] > bound.get("recomputed_tokens", 0):
+    if best_tokens is not None and bound is not None and tokens[best_tokens] > bound["recomputed_tokens"]:
         out["gap_closed_tokens"] = round((tokens[best_tokens] - ours["recomputed_tokens"])
                                          / (tokens[best_tokens] - bound["recomputed_tokens"]), 3)
     if best is not None:

@@ -165,11 +165,7 @@ class SchedulerState:
         previous = ref() if ref is not None else None
         if previous is None or previous is latest:
             return
-        on_path = set()
-        node = latest
-        while node is not None:
-            on_path.add(node)
-            node = node.parent
+        on_path = _ancestors(latest)
         owners = self._owners
         node = previous
         while node is not None and node.parent is not None and node not in on_path:
@@ -204,11 +200,7 @@ class SchedulerState:
             self._ended[agent] = (weakref.ref(latest), len(req.origin_input_ids))
         if base is None:
             return
-        on_base = set()
-        node = base
-        while node is not None:
-            on_base.add(node)
-            node = node.parent
+        on_base = _ancestors(base)
         below: list[Any] = []
         node = latest
         while node is not None and node not in on_base:
@@ -232,17 +224,15 @@ class SchedulerState:
 
     def on_evict(self, node: Any, tokens: int) -> None:
         owners = self._owners.get(node)
-        if owners and node in self._tails:
-            self.counters.evicted_node("tail", tokens)
-            for agent in owners:
-                self.counters.evicted(agent, "tail", tokens)
-            return
         if not owners:
             reason = "stale" if node in self._stale else "untagged"
             self.counters.evicted_node(reason, tokens)
             self.counters.evicted(None, reason, tokens)
             return
-        reason = "farthest" if self.node_distance(node) != UNKNOWN else "no_distance"
+        if node in self._tails:
+            reason = "tail"
+        else:
+            reason = "farthest" if self.node_distance(node) != UNKNOWN else "no_distance"
         self.counters.evicted_node(reason, tokens)
         for agent in owners:
             self.counters.evicted(agent, reason, tokens)
@@ -287,6 +277,15 @@ class SchedulerState:
                if self.tree_timing else {}),
             **self.counters.report(),
         }
+
+
+def _ancestors(node: Any) -> set[Any]:
+    """`node` and every node above it, the root included."""
+    found = set()
+    while node is not None:
+        found.add(node)
+        node = node.parent
+    return found
 
 
 def _depth(node: Any) -> int:
