@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import RequestRecord, WorkloadRun, oracle_hit_rates, run_order, server_delta, trace_of
+from scalesim.bench.sim import (RequestRecord, WorkloadRun, oracle_hit_rates, rescore, run_order, server_delta,
+                                trace_of, write_results)
 from scalesim.bench.systems import Budget, select
 from scalesim.trace.format import TraceRecord
+
+
+META = {"params": {"agents": 2, "active": 0.5, "resident": 0.5, "steps": 2, "seed": 0},
+        "budget": {"kv_tokens": 1, "unlimited_kv_tokens": 2, "adapter_slots": 1}, "model": "m", "adapters": False}
 
 
 def _m(makespan: float, hit: float = 0.5, recomputed: int = 0) -> dict:
@@ -29,6 +34,19 @@ def test_gap_closed_in_tokens_is_against_the_stock_system_that_recomputed_least(
     assert h["gap_closed_tokens"] == 0.8 and h["gap_closed"] == round(-5 / 30, 3)
     assert headline({"sglang-lru": _m(50, recomputed=400), "scalesim": _m(55, recomputed=400),
                      "unlimited": _m(52, recomputed=400)}, oracles=None)["gap_closed_tokens"] is None
+
+
+def test_gap_closed_in_hit_rate_by_scalesim_and_by_belady_with_the_same_memory():
+    h = headline({"sglang-lfu": _m(100, 0.5, recomputed=900), "sglang-tlru": _m(110, 0.4, recomputed=800),
+                  "scalesim": _m(90, 0.55), "unlimited": _m(60, 0.8)}, oracles={"device_host": 0.6})
+    # Against T-LRU, the stock system that recomputed least: ScaleSim 0.15 of 0.4, Belady 0.2 of 0.4.
+    assert (h["gap_closed_hits"], h["oracle_gap_closed_hits"]) == (0.375, 0.5)
+    assert "| 0.38 / 0.50 |" in markdown({"meta": META, "workloads": {"w": {"headline": h, "systems": {}}}})
+    # Without ScaleSim the bound Belady sets is still reported; without a gap neither is.
+    assert headline({"sglang-lfu": _m(100, 0.5), "unlimited": _m(60, 0.8)},
+                    oracles={"device_host": 0.65})["oracle_gap_closed_hits"] == 0.5
+    assert headline({"sglang-lfu": _m(100, 0.8), "scalesim": _m(90, 0.8), "unlimited": _m(60, 0.8)},
+                    oracles={"device_host": 0.8})["oracle_gap_closed_hits"] is None
 
 
 def test_no_gap_to_close_and_missing_systems_give_none():
@@ -68,13 +86,21 @@ def test_rounds_alternate_and_each_system_is_its_median_round():
         (2, "sglang-lru"), (2, "scalesim"), (2, "unlimited")]
     records = [RequestRecord(0, "a", 100, 110, 0, 5, 0.1), RequestRecord(1, "a", 100, 110, 100, 5, 0.1)]
     runs = [WorkloadRun("w", "scalesim", t, records) for t in (30.0, 10.0, 20.0)]
-    meta = {"params": {"agents": 2, "active": 0.5, "resident": 0.5, "steps": 2, "seed": 0},
-            "budget": {"kv_tokens": 1, "unlimited_kv_tokens": 2, "adapter_slots": 1}, "model": "m", "adapters": False}
-    m = summarise(runs, {}, **meta)["workloads"]["w"]["systems"]["scalesim"]
+    m = summarise(runs, {}, **META)["workloads"]["w"]["systems"]["scalesim"]
     assert m["makespan_s"] == 20.0
     assert m["rounds"] == [{"makespan_s": t, "recomputed_tokens": 120, "kv_hit_rate": 0.5} for t in (30.0, 10.0, 20.0)]
-    assert "| scalesim | 20.0 (30.0, 10.0, 20.0) |" in markdown(summarise(runs, {}, **meta))
-    assert "rounds" not in summarise(runs[:1], {}, **meta)["workloads"]["w"]["systems"]["scalesim"]
+    assert "| scalesim | 20.0 (30.0, 10.0, 20.0) |" in markdown(summarise(runs, {}, **META))
+    assert "rounds" not in summarise(runs[:1], {}, **META)["workloads"]["w"]["systems"]["scalesim"]
+
+
+def test_rescoring_a_run_without_its_trace_keeps_the_recorded_oracle(tmp_path):
+    cold, warm = RequestRecord(0, "a", 100, 110, 0, 5, 0.1), RequestRecord(1, "a", 100, 110, 100, 5, 0.1)
+    runs = [WorkloadRun("w", "sglang-lfu", 9.0, [cold, cold]), WorkloadRun("w", "unlimited", 5.0, [cold, warm])]
+    write_results(summarise(runs, {"w": {"device": 0.25, "device_host": 0.4}}, **META), tmp_path)
+    h = rescore(tmp_path)["workloads"]["w"]["headline"]
+    # Stock hit rate 0, unlimited 0.5: Belady's 0.4 closes 0.8 of that gap.
+    assert (h["oracle_hit_rate_device"], h["oracle_hit_rate"], h["oracle_gap_closed_hits"]) == (0.25, 0.4, 0.8)
+    assert "| n/a / 0.80 |" in (tmp_path / "results.md").read_text()
 
 
 def test_budget_holds_the_working_set_plus_the_resident_share():
