@@ -64,7 +64,7 @@ class Hold:
 class KVPrefetcher:
     def __init__(self) -> None:
         self.enabled = True
-        self.latest: dict[str, weakref.ref] = {}  # agent -> the node to load ahead for it (`note`)
+        self.prefix_end: dict[str, weakref.ref] = {}  # agent -> the node to load ahead for it (`note`)
         self.held: dict[str, Hold] = {}
         self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h"))
         self.prefetching = False
@@ -76,7 +76,7 @@ class KVPrefetcher:
     def note(self, cache: Any, agent: str, node: Any) -> None:
         """The agent's request was checkpointed: its hold (if any) has been used. `node` is
         what to load ahead for its next call: the end of its shared prefix when known."""
-        self.latest[agent] = weakref.ref(node)
+        self.prefix_end[agent] = weakref.ref(node)
         hold = self.held.pop(agent, None)
         if hold is not None:
             cache.dec_lock_ref(hold.node_id, hold.params)
@@ -95,7 +95,7 @@ class KVPrefetcher:
     def reset(self) -> None:
         """The tree was flushed: its locks went with it."""
         self.held.clear()
-        self.latest.clear()
+        self.prefix_end.clear()
 
     def report(self) -> dict[str, Any]:
         return {"host_kv": {**self.counters.report(), "held": len(self.held),
@@ -123,7 +123,7 @@ class KVPrefetcher:
                 break
             if agent in self.held:
                 continue
-            node = _host_anchor(self.latest.get(agent, lambda: None)())
+            node = _host_anchor(self.prefix_end.get(agent, lambda: None)())
             if node is None:
                 continue  # on the device already, or gone from host memory too
             tokens = _host_only_tokens(node)
