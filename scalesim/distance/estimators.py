@@ -125,9 +125,16 @@ class ActivationPathEstimator:
     component, or nothing activated yet) are unknown. Activation only shrinks distances, so
     each `activate` relaxes from the new front only: the cost is the region whose distance
     improved, not the whole graph.
+
+    `spread_once=True`: an agent passes the news on only in the step after it was activated (a
+    post is shared once, then it is old news). D is then the fewest hops from the current
+    front through agents not yet activated: an agent next to one that has already spoken is no
+    nearer for it. Each `activate` runs that BFS afresh (its region shrinks as the news spreads).
     """
 
-    def __init__(self, edges: Mapping[str, Iterable[str]], *, directed: bool = True) -> None:
+    def __init__(self, edges: Mapping[str, Iterable[str]], *, directed: bool = True,
+                 spread_once: bool = False) -> None:
+        self.spread_once = spread_once
         self._adj: dict[str, list[str]] = {}
         for src, dsts in edges.items():
             for dst in dsts:
@@ -142,6 +149,16 @@ class ActivationPathEstimator:
         """Start a new step with `agents` as the front."""
         self._done |= self._front
         self._front = set(agents)
+        if self.spread_once:
+            self._hops = {a: 0 for a in self._front}
+            queue = deque(sorted(self._front))
+            while queue:
+                node = queue.popleft()
+                for neighbour in self._adj.get(node, ()):
+                    if neighbour not in self._hops and neighbour not in self._done:
+                        self._hops[neighbour] = self._hops[node] + 1
+                        queue.append(neighbour)
+            return
         queue = deque()
         for agent in self._front:
             if self._hops.get(agent) != 0:

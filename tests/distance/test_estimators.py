@@ -87,6 +87,23 @@ def test_activation_undirected_and_new_source_shortens_paths():
     assert est.distances() == {"e": 0.0, "b": 1.0, "c": 2.0, "d": 1.0}
 
 
+def test_activation_spread_once_counts_hops_from_the_front_through_agents_not_yet_activated():
+    # s - a - c - d, and s - b: once s has spoken, b is reachable only through s (no longer
+    # spreading), so it drops out; c and d stay reachable through the front a.
+    est = ActivationPathEstimator({"s": ["a", "b"], "a": ["c"], "c": ["d"]}, directed=False, spread_once=True)
+    est.activate(["s"])
+    assert est.distances() == {"s": 0.0, "a": 1.0, "b": 1.0, "c": 2.0, "d": 3.0}
+    est.activate(["a"])
+    assert est.distances() == {"a": 0.0, "c": 1.0, "d": 2.0}
+    est.activate([])  # the news died out: nobody is near
+    assert est.distances() == {}
+    # Without spread_once, s keeps spreading: b stays one hop away.
+    keeps = ActivationPathEstimator({"s": ["a", "b"], "a": ["c"], "c": ["d"]}, directed=False)
+    keeps.activate(["s"])
+    keeps.activate(["a"])
+    assert keeps.distances() == {"a": 0.0, "b": 1.0, "c": 1.0, "d": 2.0}
+
+
 def test_turn_order_across_rounds_and_skips():
     t = TurnEstimator(["a", "b", "c"])
     assert t.distances() == {"a": 0.0, "b": 1.0, "c": 2.0}
