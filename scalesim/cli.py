@@ -58,11 +58,12 @@ def _cmd_bench_sim(args: argparse.Namespace) -> int:
             workloads=tuple(w.strip() for w in args.workloads.split(",") if w.strip()),
             systems=tuple(select(args.systems)), model=model, out=Path(args.out), adapters=not args.no_adapters,
             trace=Path(args.trace) if args.trace else None, port=args.port, extra_args=tuple(args.serve_arg),
-            repeats=args.repeats)
+            repeats=args.repeats, kv_tokens=args.kv_tokens)
+        bench = Bench(config)
     except ValueError as exc:
         print(f"scalesim bench sim: error: {exc}", file=sys.stderr)
         return 2
-    results = Bench(config).run()
+    results = bench.run()
     from scalesim.bench.report import markdown
 
     print(markdown(results).split("\n## ")[0])
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="bench-results")
     sim.add_argument("--port", type=int, default=31000)
     sim.add_argument("--serve-arg", action="append", default=[], help="extra argument for every server (repeat)")
+    sim.add_argument("--kv-tokens", type=int, default=None,
+                     help="device KV pool in tokens instead of the one --resident gives (one budget across runs "
+                          "of different workloads; the default depends on the largest prefixes of those run)")
     sim.add_argument("--repeats", type=int, default=1,
                      help="rounds over every system (alternating order); figures of the median round per system")
     sim.set_defaults(fn=_cmd_bench_sim)

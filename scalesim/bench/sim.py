@@ -48,6 +48,7 @@ class RunConfig:
     port: int = 31000
     extra_args: tuple[str, ...] = ()
     repeats: int = 1  # rounds over every system, in alternating order (ABC, CBA, ...)
+    kv_tokens: int | None = None  # the device KV pool; None: from the resident share
 
     def __post_init__(self) -> None:
         if not self.workloads:
@@ -103,7 +104,7 @@ class Bench:
         self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
         p = config.params
         self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents,
-                                tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens)
+                                tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens, kv_tokens=config.kv_tokens)
         self.adapter_paths = self._adapters() if config.adapters else []
 
     def _make(self, workload: str) -> Simulation:

@@ -88,12 +88,19 @@ class Budget:
 
     @classmethod
     def of(cls, prefix_tokens: Sequence[int], active: int, resident: int, *, tail_tokens: int,
-           output_tokens: int) -> Budget:
+           output_tokens: int, kv_tokens: int | None = None) -> Budget:
+        """`kv_tokens` replaces the pool the resident share gives (to compare runs of different
+        workloads at one budget: the default depends on the largest prefixes of those run); it
+        must hold one step's working set, or a step's requests could not all run."""
         sizes = sorted(prefix_tokens, reverse=True)
         working = sum(sizes[:active]) + active * (tail_tokens + output_tokens)
         mean = sum(sizes) / len(sizes)
-        return cls(kv_tokens=int(working + resident * mean), adapter_slots=max(resident, active),
-                   unlimited_kv_tokens=int(sum(sizes) + working), adapters=len(sizes))
+        if kv_tokens is not None and kv_tokens < working:
+            raise ValueError(f"--kv-tokens {kv_tokens} is below the working set of one step ({working} tokens: "
+                             f"the {active} largest prefixes with their prompts and outputs)")
+        return cls(kv_tokens=int(working + resident * mean) if kv_tokens is None else kv_tokens,
+                   adapter_slots=max(resident, active), unlimited_kv_tokens=int(sum(sizes) + working),
+                   adapters=len(sizes))
 
     def serve_args(self, system: System, *, lora: bool) -> list[str]:
         tokens = self.unlimited_kv_tokens if system.unlimited else self.kv_tokens

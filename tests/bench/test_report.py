@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scalesim.bench.report import counters_line, headline, markdown, summarise
 from scalesim.bench.sim import (RequestRecord, WorkloadRun, oracle_hit_rates, rescore, run_order, server_delta,
                                 trace_of, write_results)
@@ -109,6 +111,11 @@ def test_budget_holds_the_working_set_plus_the_resident_share():
     assert b.unlimited_kv_tokens == 5700 + 2132 and b.adapters == 4
     (unlimited,) = select("unlimited")
     assert b.serve_args(unlimited, lora=True) == ["--max-total-tokens", "7832", "--max-loras-per-batch", "4"]
+    fixed = Budget.of([1000, 2000, 1500, 1200], active=1, resident=2, tail_tokens=100, output_tokens=32,
+                      kv_tokens=3000)
+    assert (fixed.kv_tokens, fixed.unlimited_kv_tokens, fixed.adapter_slots) == (3000, 7832, 2)
+    with pytest.raises(ValueError, match="--kv-tokens 2000 is below the working set of one step \\(2132 tokens"):
+        Budget.of([1000, 2000], active=1, resident=1, tail_tokens=100, output_tokens=32, kv_tokens=2000)
 
 
 def test_system_names_are_checked():
@@ -151,3 +158,14 @@ def test_the_host_tier_oracle_holds_the_host_pool_not_device_plus_host():
     trace = [TraceRecord(i, a, a, 100, 1, None) for i, a in enumerate("ABCD" * 3)]
     # Belady in 200 tokens: 3 hits (in 300, device plus host, it would be 6).
     assert oracle_hit_rates(trace, 100) == {"device": 0.0, "device_host": 3 / 12}
+
+
+def test_a_kv_budget_below_one_steps_working_set_is_refused_before_any_server_starts(tmp_path, capsys):
+    from scalesim import cli
+
+    out = tmp_path / "bench"
+    code = cli.main(["bench", "sim", "--model", "tiny", "--agents", "4", "--steps", "1", "--no-adapters",
+                     "--workloads", "plan_town", "--systems", "scalesim", "--kv-tokens", "10", "--out", str(out)])
+    assert code == 2
+    assert "scalesim bench sim: error: --kv-tokens 10 is below the working set of one step" in capsys.readouterr().err
+    assert not out.exists()
