@@ -59,6 +59,12 @@ def metrics(run: Any) -> dict[str, Any]:
     }
 
 
+def _closed(start: float, reached: float, bound: float) -> float:
+    """The share of the way from `start` to `bound` that `reached` went (either direction:
+    times and tokens fall towards the bound, hit rates rise)."""
+    return round((start - reached) / (start - bound), 3)
+
+
 def headline(per_system: dict[str, dict[str, Any]], oracles: dict[str, float] | None) -> dict[str, Any]:
     """The ratios for one workload (None where a needed system was not run). `oracles`: Belady's
     hit rate with the device budget (`device`) and with device plus host memory (`device_host`):
@@ -79,19 +85,18 @@ def headline(per_system: dict[str, dict[str, Any]], oracles: dict[str, float] | 
         floor, top = per_system[best_tokens]["kv_hit_rate"], bound["kv_hit_rate"]
         if top > floor:
             if oracle is not None:
-                out["oracle_gap_closed_hits"] = round((oracle - floor) / (top - floor), 3)
+                out["oracle_gap_closed_hits"] = _closed(floor, oracle, top)
             if ours is not None:
-                out["gap_closed_hits"] = round((ours["kv_hit_rate"] - floor) / (top - floor), 3)
+                out["gap_closed_hits"] = _closed(floor, ours["kv_hit_rate"], top)
     if ours is None:
         return out
     t = ours["makespan_s"]
     if best_tokens is not None and bound is not None and tokens[best_tokens] > bound["recomputed_tokens"]:
-        out["gap_closed_tokens"] = round((tokens[best_tokens] - ours["recomputed_tokens"])
-                                         / (tokens[best_tokens] - bound["recomputed_tokens"]), 3)
+        out["gap_closed_tokens"] = _closed(tokens[best_tokens], ours["recomputed_tokens"], bound["recomputed_tokens"])
     if best is not None:
         out["speedup"] = round(stock[best] / t, 3)
         if bound is not None and stock[best] > bound["makespan_s"]:
-            out["gap_closed"] = round((stock[best] - t) / (stock[best] - bound["makespan_s"]), 3)
+            out["gap_closed"] = _closed(stock[best], t, bound["makespan_s"])
     if bound is not None:
         out["vs_unlimited"] = round(t / bound["makespan_s"], 3)
     if oracle:

@@ -149,16 +149,11 @@ class ActivationPathEstimator:
         """Start a new step with `agents` as the front."""
         self._done |= self._front
         self._front = set(agents)
+        # Spreading once, only the front spreads: distances start afresh from it, and paths
+        # do not pass through agents that have already spoken.
+        blocked = self._done if self.spread_once else frozenset()
         if self.spread_once:
-            self._hops = {a: 0 for a in self._front}
-            queue = deque(sorted(self._front))
-            while queue:
-                node = queue.popleft()
-                for neighbour in self._adj.get(node, ()):
-                    if neighbour not in self._hops and neighbour not in self._done:
-                        self._hops[neighbour] = self._hops[node] + 1
-                        queue.append(neighbour)
-            return
+            self._hops = {}
         queue = deque()
         for agent in self._front:
             if self._hops.get(agent) != 0:
@@ -168,7 +163,7 @@ class ActivationPathEstimator:
             node = queue.popleft()
             nxt = self._hops[node] + 1
             for neighbour in self._adj.get(node, ()):
-                if nxt < self._hops.get(neighbour, math.inf):
+                if neighbour not in blocked and nxt < self._hops.get(neighbour, math.inf):
                     self._hops[neighbour] = nxt
                     queue.append(neighbour)
 
