@@ -8,6 +8,7 @@ import pytest
 from scalesim.bench.workloads import WORKLOADS, WorkloadParams, make
 from scalesim.bench.workloads.base import estimate_tokens
 from scalesim.bench.workloads.debate import Debate
+from scalesim.distance.estimators import Walker
 
 
 def _run(name: str, params: WorkloadParams, answer=lambda step, agent: f"ok {step}") -> list[list[str]]:
@@ -85,3 +86,26 @@ def test_bad_parameters_are_refused(bad):
 def test_unknown_workload_lists_the_valid_ones():
     with pytest.raises(ValueError, match="plan_town, spatial_town, social_network, debate, replay"):
         make("town", WorkloadParams())
+
+
+def test_spatial_town_hints_only_the_agent_that_will_greet_an_arrival():
+    sim = make("spatial_town", WorkloadParams(agents=5, steps=6, seed=0, prefix_tokens=(20, 30)))
+    a, b, c, d, e = sim.agent_ids
+    square, park = (0.0, 0.0), (6.0, 0.0)
+    sim.places = [square, park]
+    # a leaves the square at step 2, before d arrives there at step 3: b (next in the greeting
+    # order, staying until 5) greets d, and c, staying too, gets only its own departure.
+    # e walks to the park, where nobody stays: nobody greets it.
+    stays = {a: (square, None, 2), b: (square, None, 5), c: (square, None, 4), d: (park, square, 3), e: (square, park, 2)}
+    for agent, (position, destination, remaining) in stays.items():
+        sim.walkers[agent] = Walker(position, destination, 2.0)
+        sim.plans.set_action(agent, remaining, start=0)
+        sim.why[agent] = "leave"
+    assert sim.distances(0) == {a: 2.0, b: 3.0, c: 4.0, d: 3.0, e: 2.0}
+    assert sim.distances(1) == {a: 1.0, b: 2.0, c: 3.0, d: 2.0, e: 1.0}
+    sim.distances(2)
+    assert [call.agent for call in sim.calls(2)] == [a, e]  # a leaves, e arrives where nobody stays
+    for agent in (a, e):
+        sim.observe(2, agent, "fine")
+    sim.distances(3)
+    assert [call.agent for call in sim.calls(3)] == [b, d]  # the hinted greeter is the one who greets

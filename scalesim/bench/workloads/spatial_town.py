@@ -3,8 +3,10 @@
 An agent calls the LLM when it arrives somewhere (what to do there), and again when it leaves
 (where to go next). An agent arriving where others are staying starts a conversation: the
 first of them greets it (a call too). Hint: the earlier of the agent's own next call (arrival, or end of its
-stay) and the arrival of the first walker heading to where it stays (meetings as
-`SpatialEstimator` defines them; a walk takes `Walker.arrival` steps, rounded up).
+stay) and the first arrival of a walker it will greet: one heading to where it stays, arriving
+before it leaves, with no agent ahead of it in the greeting order still staying there (a walk
+takes `Walker.arrival` steps, rounded up). Walkers that arrive in between and might greet instead
+are not foreseen: their stay is drawn on arrival.
 """
 
 from __future__ import annotations
@@ -41,15 +43,21 @@ class SpatialTown(Simulation):
 
     def distances(self, step: int) -> dict[str, float]:
         self.plans.advance(step)
-        own = self.plans.distances()
-        first_arrival: dict[tuple[float, float], float] = {}
+        own = {a: math.ceil(d) for a, d in self.plans.distances().items()}
+        out = {a: float(d) for a, d in own.items()}
+        arrivals: dict[tuple[float, float], set[int]] = {}
         for a, w in self.walkers.items():
             if w.destination is not None:  # own[a]: what is left of its walk
-                first_arrival[w.destination] = min(first_arrival.get(w.destination, math.inf), own[a])
-        out = {}
-        for a, w in self.walkers.items():
-            meet = first_arrival.get(w.position, math.inf) if w.destination is None else math.inf
-            out[a] = float(math.ceil(min(own[a], meet)))
+                arrivals.setdefault(w.destination, set()).add(own[a])
+        for place, times in arrivals.items():
+            for t in sorted(times):
+                # Only one agent greets an arrival (`calls`): the first staying there that is not
+                # leaving by then. Hinting every agent at the place kept the others' prefixes
+                # in memory for a call they would not make.
+                greeter = next((a for a in self.agent_ids if self.walkers[a].destination is None
+                                and self.walkers[a].position == place and own[a] > t), None)
+                if greeter is not None:
+                    out[greeter] = min(out[greeter], float(t))
         return out
 
     def calls(self, step: int) -> list[Call]:
