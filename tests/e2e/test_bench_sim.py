@@ -1,6 +1,6 @@
 """Smoke test of `scalesim bench sim`: every workload, 10 agents, 3 steps, against live servers
-(stock SGLang with and without its host tier, ScaleSim, the unlimited bound), tiny model. A test
-of the runner and its outputs, not of speed."""
+(stock SGLang with and without its host tier, ScaleSim and its two ablations, the unlimited
+bound), tiny model. A test of the runner and its outputs, not of speed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.server
 
-SYSTEMS = ["sglang-lru", "sglang-lru+host", "scalesim", "unlimited"]
+SYSTEMS = ["sglang-lru", "sglang-lru+host", "scalesim", "scalesim-evict", "scalesim-prefetch", "unlimited"]
 WORKLOADS = ["plan_town", "spatial_town", "social_network", "debate", "replay"]
 
 
@@ -33,9 +33,12 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         assert len(set(counts.values())) == 1 and counts["scalesim"] > 0, (name, counts)  # same schedule everywhere
         for m in systems.values():
             assert m["makespan_s"] > 0 and 0 <= m["kv_hit_rate"] <= 1 and 0 <= m["cached_token_share"] <= 1
-        assert systems["scalesim"]["server"]["hook_errors"] == 0
+        for ours in ("scalesim", "scalesim-evict", "scalesim-prefetch"):
+            assert systems[ours]["server"]["hook_errors"] == 0, (name, ours)
         assert set(systems["scalesim"]["server"]["evicted_tokens_by_reason"]) == {"farthest", "no_distance", "stale",
                                                                                   "tail", "untagged"}
+        evict_only = systems["scalesim-evict"]["server"]
+        assert evict_only["host_kv"]["prefetch_issued"] == evict_only["lora"]["prefetch_issued"] == 0  # prefetch off
         assert systems["sglang-lru"]["server"] == {}  # stock SGLang has no ScaleSim counters
         h = entry["headline"]
         assert h["best_stock"] in ("sglang-lru", "sglang-lru+host") and h["speedup"] > 0 and h["vs_unlimited"] > 0
