@@ -96,7 +96,8 @@ def test_spatial_town_hints_only_the_agent_that_will_greet_an_arrival():
     # a leaves the square at step 2, before d arrives there at step 3: b (next in the greeting
     # order, staying until 5) greets d, and c, staying too, gets only its own departure.
     # e walks to the park, where nobody stays: nobody greets it.
-    stays = {a: (square, None, 2), b: (square, None, 5), c: (square, None, 4), d: (park, square, 3), e: (square, park, 2)}
+    stays = {a: (square, None, 2), b: (square, None, 5), c: (square, None, 4),  # (at, heading to, steps left)
+             d: (park, square, 3), e: (square, park, 2)}
     for agent, (position, destination, remaining) in stays.items():
         sim.walkers[agent] = Walker(position, destination, 2.0)
         sim.plans.set_action(agent, remaining, start=0)
