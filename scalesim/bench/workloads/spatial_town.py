@@ -49,15 +49,24 @@ class SpatialTown(Simulation):
         for a, w in self.walkers.items():
             if w.destination is not None:  # own[a]: what is left of its walk
                 arrivals.setdefault(w.destination, set()).add(own[a])
+        staying = self._staying()
         for place, times in arrivals.items():
             for t in sorted(times):
                 # Only one agent greets an arrival (`calls`): the first staying there that is not
                 # leaving by then. Hinting every agent at the place kept the others' prefixes
                 # in memory for a call they would not make.
-                greeter = next((a for a in self.agent_ids if self.walkers[a].destination is None
-                                and self.walkers[a].position == place and own[a] > t), None)
+                greeter = next((a for a in staying.get(place, ()) if own[a] > t), None)
                 if greeter is not None:
                     out[greeter] = min(out[greeter], float(t))
+        return out
+
+    def _staying(self) -> dict[tuple[float, float], list[str]]:
+        """The agents staying at each place, in greeting order (the first greets an arrival)."""
+        out: dict[tuple[float, float], list[str]] = {}
+        for a in self.agent_ids:
+            w = self.walkers[a]
+            if w.destination is None:
+                out.setdefault(w.position, []).append(a)
         return out
 
     def calls(self, step: int) -> list[Call]:
@@ -69,10 +78,9 @@ class SpatialTown(Simulation):
                 self.why[a] = "arrive"
         arrived = {self.walkers[a].position for a in due if self.why[a] == "arrive"}
         talk = []  # at each place someone arrived, the first agent staying there greets them
+        staying = self._staying()
         for place in sorted(arrived):
-            staying = [a for a in self.agent_ids if a not in due and self.walkers[a].destination is None
-                       and self.walkers[a].position == place]
-            talk += staying[:1]
+            talk += [a for a in staying.get(place, ()) if a not in due][:1]
         for a in talk:
             self.why[a] = "talk"
         calls = []
