@@ -17,6 +17,9 @@ from pathlib import Path
 import requests
 
 
+BIND_ERROR = "error while attempting to bind on address"
+
+
 class ServerStartError(RuntimeError):
     """The server exited or did not become healthy in time; carries the log's tail."""
 
@@ -45,6 +48,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ServerStartError(f"server exited with {self._proc.returncode}:\n{self.log_tail()}")
+            if self._lost_port():
+                self.stop()
+                raise ServerStartError(f"port {self.port} was taken before the server bound it:\n{self.log_tail()}")
             try:
                 if requests.get(self.base_url + "/health", timeout=2).status_code == 200:
                     return self
@@ -53,6 +59,15 @@ class ServerProcess:
             time.sleep(1.0)
         self.stop()
         raise ServerStartError(f"server not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _lost_port(self) -> bool:
+        # `scalesim serve` checks the port before it starts, but SGLang binds it only after
+        # loading the model; if something takes it meanwhile, uvicorn logs the error and SGLang
+        # hangs in its shutdown instead of exiting, so waiting for health would take the full timeout.
+        try:
+            return BIND_ERROR in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
 
     def log_tail(self, lines: int = 30) -> str:
         try:

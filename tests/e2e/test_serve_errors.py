@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -51,3 +53,39 @@ def test_port_in_use_is_refused():
         code, errors = run_serve("--port", str(port))
     assert code == 2
     assert errors == [f"{PREFIX}port {port} on 127.0.0.1 is not available (Address already in use)"]
+
+
+@pytest.mark.server
+def test_port_taken_after_the_check_fails_the_start_at_once(tmp_path):
+    """The port is free when `scalesim serve` checks it and taken before uvicorn binds it.
+
+    SGLang then hangs in its shutdown instead of exiting; the start must fail with the cause
+    straight away, not after the health timeout.
+    """
+    from scalesim import paths
+    from scalesim.server_process import ServerProcess, ServerStartError
+
+    port, log = free_port(), tmp_path / "server.log"
+    proc = ServerProcess(["--model-path", str(paths.tiny_model_path()), "--max-total-tokens", "1024",
+                          "--dtype", "float32"], port, log)
+    taker = socket.socket()
+    stop = threading.Event()
+
+    def take_port_after_check() -> None:
+        # SGLang prints its arguments after our launcher checked the port, seconds before it binds.
+        while not stop.is_set():
+            if log.exists() and "server_args=" in log.read_text(errors="replace"):
+                taker.bind(("127.0.0.1", port))
+                taker.listen()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=take_port_after_check, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ServerStartError, match=f"port {port} was taken before the server bound it"):
+            proc.start(timeout_s=240)
+    finally:
+        stop.set()
+        thread.join()
+        taker.close()
