@@ -74,8 +74,16 @@ def test_plugin_is_live_in_the_scheduler_process(server):
 
 def test_greedy_output_equals_transformers(server, hf):
     model, tok = hf
+    exact = 0
     for prompt in PROMPTS:
-        assert server_greedy(server.base_url, prompt) == hf_greedy(model, tok, prompt), prompt
+        tokens = server_greedy(server.base_url, prompt)
+        # Every served token is the model's argmax at that position, up to a bf16 tie: SGLang's
+        # kernels and transformers' round differently, and on some CPUs (this machine, Xeon
+        # with AMX, 2026-11-29) one prompt meets a tie 0.125 nats wide and the two diverge there.
+        gaps = teacher_forced_gaps(model, tok, prompt, tokens)
+        assert max(gaps) <= BF16_TIE_NATS, (prompt, gaps)
+        exact += tokens == hf_greedy(model, tok, prompt)
+    assert exact >= len(PROMPTS) - 1  # a tie is rare: not every prompt may meet one
 
 
 def test_adapter_output_equals_peft(server, hf, adapter_dirs, default_model):
