@@ -144,7 +144,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# scalesim bench sim: {p['agents']} agents, {p['active']:.0%} active, {p['resident']:.0%} resident, "
              f"{p['steps']} steps, seed {p['seed']}", "",
              f"Model `{Path(meta['model']).name}`, adapters {'on' if meta['adapters'] else 'off'}; KV budget "
-             f"{meta['budget']['kv_tokens']} tokens ({meta['budget']['unlimited_kv_tokens']} unlimited), "
+             f"{meta['budget']['kv_tokens']} tokens ({meta['budget']['unlimited_kv_tokens']} unlimited)"
+             + (f", host tier {meta['budget']['host_kv_tokens']} tokens" if "host_kv_tokens" in meta["budget"] else "")
+             + ", "
              f"adapter slots {meta['budget']['adapter_slots']}.", "",
              "| workload | best stock | ScaleSim speedup | gap closed (>= 0.8) | ScaleSim / unlimited (<= 1.15) "
              "| hit rate / oracle (>= 0.9) | gap closed in recomputed tokens (stock system) "

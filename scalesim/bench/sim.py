@@ -195,8 +195,10 @@ class Bench:
     def _results(self, runs: list[WorkloadRun]) -> dict[str, Any]:
         for workload, trace in self.traces.items():
             write_trace(self.config.out / f"trace-{workload}.jsonl", trace)
-        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens) for w, t in self.traces.items()}
-        results = report.summarise(runs, oracles, params=asdict(self.config.params), budget=asdict(self.budget),
+        host = host_pool_tokens(runs, self.budget.kv_tokens)
+        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host) for w, t in self.traces.items()}
+        results = report.summarise(runs, oracles, params=asdict(self.config.params),
+                                   budget={**asdict(self.budget), "host_kv_tokens": host},
                                    model=str(self.config.model), adapters=self.config.adapters)
         write_results(results, self.config.out)
         return results
@@ -208,13 +210,22 @@ def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, Syst
     return [(r, s) for r in range(repeats) for s in (systems if r % 2 == 0 else tuple(reversed(systems)))]
 
 
-def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int) -> dict[str, float]:
+def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host_tokens: int) -> dict[str, float]:
     """Belady's hit rate with the device KV budget, and with the distinct tokens device plus
-    SGLang's default host pool hold, the memory the host-tier systems have. The host tier is
-    write-through (every cached device node is copied to host memory), so the host pool
-    (`HICACHE_RATIO` times the device pool) holds all there is, not the device pool plus it."""
+    host pool hold, the memory the host-tier systems have. The host tier is write-through
+    (every cached device node is copied to host memory), so the host pool holds all there is,
+    not the device pool plus it."""
     return {"device": replay_belady(trace, kv_tokens).hit_rate,
-            "device_host": replay_belady(trace, int(kv_tokens * max(1.0, HICACHE_RATIO))).hit_rate}
+            "device_host": replay_belady(trace, max(kv_tokens, host_tokens)).hit_rate}
+
+
+def host_pool_tokens(runs: list[WorkloadRun], kv_tokens: int) -> int:
+    """The host KV pool the host-tier systems had, in tokens: the largest ScaleSim's stats
+    reported, else SGLang's default (`HICACHE_RATIO` times the device pool). SGLang shrinks the
+    default to the host memory it finds free beyond a 10 GiB reserve (at 200 agents on a 24 GiB
+    machine, to 1.39 times), and the oracle must not get memory no system had."""
+    sizes = [r.server.get("memory", {}).get("host_total") for r in runs]
+    return max((s for s in sizes if s), default=int(kv_tokens * HICACHE_RATIO))
 
 
 def write_requests(path: Path, records: list[RequestRecord]) -> None:
@@ -234,12 +245,14 @@ def rescore(out: Path) -> dict[str, Any]:
     """Recompute the headline, table and plot of a finished run from its `results.json` and traces;
     a workload whose trace was not kept (committed results keep none) keeps its recorded oracle."""
     results = json.loads((out / "results.json").read_text())
-    kv = results["meta"]["budget"]["kv_tokens"]
+    budget = results["meta"]["budget"]
+    kv = budget["kv_tokens"]
+    host = budget.get("host_kv_tokens", int(kv * HICACHE_RATIO))  # runs before it was recorded: the default
     oracles = {}
     for w, entry in results["workloads"].items():
         trace = out / f"trace-{w}.jsonl"
         h = entry.get("headline", {})
-        oracles[w] = (oracle_hit_rates(read_trace(trace), kv) if trace.exists() else
+        oracles[w] = (oracle_hit_rates(read_trace(trace), kv, host) if trace.exists() else
                       {"device": h.get("oracle_hit_rate_device"), "device_host": h.get("oracle_hit_rate")})
     report.rescore(results, oracles)
     write_results(results, out)
@@ -269,8 +282,8 @@ GAUGES = frozenset({"held", "held_tokens", "adapters_with_agents", "agents_regis
 
 
 def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
-    """ScaleSim's counters over one workload (scheduler 0 and the HTTP side); gauges as they
-    stand at its end."""
+    """ScaleSim's counters over one workload (scheduler 0 and the HTTP side); gauges and pool
+    sizes as they stand at its end."""
     if not before or not after:
         return {}
     b, a = before["schedulers"][0], after["schedulers"][0]
@@ -281,4 +294,6 @@ def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
                             for k, v in a[section].items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     out["hook_errors"] = a.get("hook_errors", 0)
+    # The pools the server really has (tokens): the budget asked for, as SGLang sized it.
+    out["memory"] = {k: v for k, v in a.get("memory", {}).items() if k in ("device_total", "host_total")}
     return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import (RequestRecord, WorkloadRun, oracle_hit_rates, rescore, run_order, server_delta,
-                                trace_of, write_results)
+from scalesim.bench.sim import (RequestRecord, WorkloadRun, host_pool_tokens, oracle_hit_rates, rescore, run_order,
+                                server_delta, trace_of, write_results)
 from scalesim.bench.systems import Budget, select
 from scalesim.trace.format import TraceRecord
 
@@ -143,12 +143,13 @@ def test_server_counters_over_a_workload_are_differences_and_gauges_their_end_va
     def stats(issued: int, held: int, registered: int) -> dict:
         return {"schedulers": [{"host_kv": {"prefetch_issued": issued, "held": held},
                                 "lora": {"hits": issued, "agents_registered_with_adapter": registered},
-                                "hook_errors": 0}]}
+                                "hook_errors": 0, "memory": {"device_total": 100, "device_free": 100 - held,
+                                                             "host_total": 200, "host_free": 150}}]}
 
     assert server_delta(stats(10, 2, 20), stats(25, 1, 20)) == {
         "host_kv": {"prefetch_issued": 15, "held": 1},
         "lora": {"hits": 15, "agents_registered_with_adapter": 20},
-        "hook_errors": 0}
+        "hook_errors": 0, "memory": {"device_total": 100, "host_total": 200}}
     assert server_delta(None, stats(1, 0, 0)) == {}
 
 
@@ -157,7 +158,19 @@ def test_the_host_tier_oracle_holds_the_host_pool_not_device_plus_host():
     Four 100-token prefixes in a cycle: the device (100) holds one, the host tier two, not three."""
     trace = [TraceRecord(i, a, a, 100, 1, None) for i, a in enumerate("ABCD" * 3)]
     # Belady in 200 tokens: 3 hits (in 300, device plus host, it would be 6).
-    assert oracle_hit_rates(trace, 100) == {"device": 0.0, "device_host": 3 / 12}
+    assert oracle_hit_rates(trace, 100, 200) == {"device": 0.0, "device_host": 3 / 12}
+    # A host pool SGLang shrank below the device pool's size adds nothing.
+    assert oracle_hit_rates(trace, 100, 50) == {"device": 0.0, "device_host": 0.0}
+
+
+def test_the_oracle_gets_the_host_pool_the_servers_reported_else_the_default():
+    def run(system: str, host: int | None) -> WorkloadRun:
+        memory = {} if host is None else {"memory": {"device_total": 100, "host_total": host}}
+        return WorkloadRun("w", system, 1.0, [], server={"hook_errors": 0, **memory} if memory else {})
+
+    # SGLang sized the host pools by the memory it found free: the oracle gets the largest.
+    assert host_pool_tokens([run("sglang-lru+host", None), run("scalesim", 139), run("scalesim-evict", 141)], 100) == 141
+    assert host_pool_tokens([run("sglang-lru+host", None), run("unlimited", None)], 100) == 200  # 2x: SGLang's default
 
 
 def test_a_kv_budget_below_one_steps_working_set_is_refused_before_any_server_starts(tmp_path, capsys):

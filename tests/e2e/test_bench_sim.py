@@ -40,6 +40,12 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         evict_only = systems["scalesim-evict"]["server"]
         assert evict_only["host_kv"]["prefetch_issued"] == evict_only["lora"]["prefetch_issued"] == 0  # prefetch off
         assert systems["sglang-lru"]["server"] == {}  # stock SGLang has no ScaleSim counters
+        # The pools the servers really had: the device budget as asked; the host pool, which SGLang
+        # sizes itself (twice the device pool where memory allows), is the oracle's.
+        budget = results["meta"]["budget"]
+        pools = [systems[ours]["server"]["memory"] for ours in ("scalesim", "scalesim-evict", "scalesim-prefetch")]
+        assert {p["device_total"] for p in pools} == {budget["kv_tokens"]}
+        assert budget["host_kv_tokens"] == max(p["host_total"] for p in pools) >= 2 * budget["kv_tokens"]
         h = entry["headline"]
         assert h["best_stock"] in ("sglang-lru", "sglang-lru+host") and h["speedup"] > 0 and h["vs_unlimited"] > 0
         assert 0 <= h["oracle_hit_rate_device"] <= h["oracle_hit_rate"] <= 1
