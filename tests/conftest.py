@@ -26,9 +26,8 @@ def free_port() -> int:
     the server hung. Below the range only another listener can take it.
     """
     low = _ephemeral_low()
-    rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(max(1024, low - 12000), low - 1000)
+        port = random.randrange(max(1024, low - 12000), low - 1000)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

@@ -225,7 +225,11 @@ def host_pool_tokens(runs: list[WorkloadRun], kv_tokens: int) -> int:
     default to the host memory it finds free beyond a 10 GiB reserve (at 200 agents on a 24 GiB
     machine, to 1.39 times), and the oracle must not get memory no system had."""
     sizes = [r.server.get("memory", {}).get("host_total") for r in runs]
-    return max((s for s in sizes if s), default=int(kv_tokens * HICACHE_RATIO))
+    return max((s for s in sizes if s), default=default_host_tokens(kv_tokens))
+
+
+def default_host_tokens(kv_tokens: int) -> int:
+    return int(kv_tokens * HICACHE_RATIO)
 
 
 def write_requests(path: Path, records: list[RequestRecord]) -> None:
@@ -247,7 +251,7 @@ def rescore(out: Path) -> dict[str, Any]:
     results = json.loads((out / "results.json").read_text())
     budget = results["meta"]["budget"]
     kv = budget["kv_tokens"]
-    host = budget.get("host_kv_tokens", int(kv * HICACHE_RATIO))  # runs before it was recorded: the default
+    host = budget.get("host_kv_tokens", default_host_tokens(kv))  # runs before it was recorded
     oracles = {}
     for w, entry in results["workloads"].items():
         trace = out / f"trace-{w}.jsonl"

@@ -15,6 +15,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.server
 
 SYSTEMS = ["sglang-lru", "sglang-lru+host", "scalesim", "scalesim-evict", "scalesim-prefetch", "unlimited"]
+OURS = ("scalesim", "scalesim-evict", "scalesim-prefetch")  # the systems with ScaleSim's counters
 WORKLOADS = ["plan_town", "spatial_town", "social_network", "debate", "replay"]
 
 
@@ -33,7 +34,7 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         assert len(set(counts.values())) == 1 and counts["scalesim"] > 0, (name, counts)  # same schedule everywhere
         for m in systems.values():
             assert m["makespan_s"] > 0 and 0 <= m["kv_hit_rate"] <= 1 and 0 <= m["cached_token_share"] <= 1
-        for ours in ("scalesim", "scalesim-evict", "scalesim-prefetch"):
+        for ours in OURS:
             assert systems[ours]["server"]["hook_errors"] == 0, (name, ours)
         assert set(systems["scalesim"]["server"]["evicted_tokens_by_reason"]) == {"farthest", "no_distance", "stale",
                                                                                   "tail", "untagged"}
@@ -43,7 +44,7 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         # The pools the servers really had: the device budget as asked; the host pool, which SGLang
         # sizes itself (twice the device pool where memory allows), is the oracle's.
         budget = results["meta"]["budget"]
-        pools = [systems[ours]["server"]["memory"] for ours in ("scalesim", "scalesim-evict", "scalesim-prefetch")]
+        pools = [systems[ours]["server"]["memory"] for ours in OURS]
         assert {p["device_total"] for p in pools} == {budget["kv_tokens"]}
         assert budget["host_kv_tokens"] == max(p["host_total"] for p in pools) >= 2 * budget["kv_tokens"]
         h = entry["headline"]
