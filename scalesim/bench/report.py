@@ -134,6 +134,13 @@ def rescore(results: dict[str, Any], oracles: dict[str, dict[str, float]]) -> No
         entry["headline"] = headline(entry["systems"], oracles.get(name))
 
 
+def _host_tier(budget: dict[str, Any]) -> str:
+    if "host_kv_tokens" not in budget:
+        return ""
+    policy = budget.get("host_write_policy", "write_through").replace("_", "-")
+    return f", host tier {budget['host_kv_tokens']} tokens ({policy})"
+
+
 def _fmt(value: Any, spec: str = ".2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -145,7 +152,7 @@ def markdown(results: dict[str, Any]) -> str:
              f"{p['steps']} steps, seed {p['seed']}", "",
              f"Model `{Path(meta['model']).name}`, adapters {'on' if meta['adapters'] else 'off'}; KV budget "
              f"{meta['budget']['kv_tokens']} tokens ({meta['budget']['unlimited_kv_tokens']} unlimited)"
-             + (f", host tier {meta['budget']['host_kv_tokens']} tokens" if "host_kv_tokens" in meta["budget"] else "")
+             + _host_tier(meta["budget"])
              + ", "
              f"adapter slots {meta['budget']['adapter_slots']}.", "",
              "| workload | best stock | ScaleSim speedup | gap closed (>= 0.8) | ScaleSim / unlimited (<= 1.15) "

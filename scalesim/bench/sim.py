@@ -195,10 +195,11 @@ class Bench:
     def _results(self, runs: list[WorkloadRun]) -> dict[str, Any]:
         for workload, trace in self.traces.items():
             write_trace(self.config.out / f"trace-{workload}.jsonl", trace)
-        host = host_pool_tokens(runs, self.budget.kv_tokens)
+        host = host_tier(runs, self.budget.kv_tokens)
         oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host) for w, t in self.traces.items()}
         results = report.summarise(runs, oracles, params=asdict(self.config.params),
-                                   budget={**asdict(self.budget), "host_kv_tokens": host},
+                                   budget={**asdict(self.budget), "host_kv_tokens": host.tokens,
+                                           "host_write_policy": host.write_policy},
                                    model=str(self.config.model), adapters=self.config.adapters)
         write_results(results, self.config.out)
         return results
@@ -210,26 +211,40 @@ def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, Syst
     return [(r, s) for r in range(repeats) for s in (systems if r % 2 == 0 else tuple(reversed(systems)))]
 
 
-def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host_tokens: int) -> dict[str, float]:
-    """Belady's hit rate with the device KV budget, and with the distinct tokens device plus
-    host pool hold, the memory the host-tier systems have. The host tier is write-through
-    (every cached device node is copied to host memory), so the host pool holds all there is,
-    not the device pool plus it."""
+def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host: HostTier) -> dict[str, float]:
+    """Belady's hit rate with the device KV budget, and with the distinct tokens device and host
+    pool hold together (`HostTier.distinct_tokens`), the memory the host-tier systems have."""
     return {"device": replay_belady(trace, kv_tokens).hit_rate,
-            "device_host": replay_belady(trace, max(kv_tokens, host_tokens)).hit_rate}
+            "device_host": replay_belady(trace, host.distinct_tokens(kv_tokens)).hit_rate}
 
 
-def host_pool_tokens(runs: list[WorkloadRun], kv_tokens: int) -> int:
-    """The host KV pool the host-tier systems had, in tokens: the largest ScaleSim's stats
-    reported, else SGLang's default (`HICACHE_RATIO` times the device pool). SGLang shrinks the
-    default to the host memory it finds free beyond a 10 GiB reserve (at 200 agents on a 24 GiB
-    machine, to 1.39 times), and the oracle must not get memory no system had."""
-    sizes = [r.server.get("memory", {}).get("host_total") for r in runs]
-    return max((s for s in sizes if s), default=default_host_tokens(kv_tokens))
+@dataclass(frozen=True)
+class HostTier:
+    """The host KV tier a run's host-tier systems had: its pool in tokens and SGLang's write policy."""
+
+    tokens: int
+    write_policy: str = "write_through"
+
+    def distinct_tokens(self, kv_tokens: int) -> int:
+        """Write-through copies every cached device node to host memory, so the host pool holds
+        all there is; write-back copies a node when the device evicts it, so the tiers add up."""
+        if self.write_policy == "write_back":
+            return kv_tokens + self.tokens
+        return max(kv_tokens, self.tokens)
 
 
-def default_host_tokens(kv_tokens: int) -> int:
-    return int(kv_tokens * HICACHE_RATIO)
+def host_tier(runs: list[WorkloadRun], kv_tokens: int) -> HostTier:
+    """The host tier of the ScaleSim system that held the most distinct tokens, from its stats;
+    else SGLang's default (`HICACHE_RATIO` times the device pool, write-through). SGLang shrinks
+    the default pool to the host memory it finds free beyond a 10 GiB reserve (at 200 agents on a
+    24 GiB machine, to 1.39 times), and the oracle must not get memory no system had."""
+    tiers = [HostTier(m["host_total"], m.get("host_write_policy", "write_through"))
+             for m in (r.server.get("memory", {}) for r in runs) if m.get("host_total")]
+    return max(tiers, key=lambda t: t.distinct_tokens(kv_tokens), default=default_host_tier(kv_tokens))
+
+
+def default_host_tier(kv_tokens: int) -> HostTier:
+    return HostTier(int(kv_tokens * HICACHE_RATIO))
 
 
 def write_requests(path: Path, records: list[RequestRecord]) -> None:
@@ -251,7 +266,9 @@ def rescore(out: Path) -> dict[str, Any]:
     results = json.loads((out / "results.json").read_text())
     budget = results["meta"]["budget"]
     kv = budget["kv_tokens"]
-    host = budget.get("host_kv_tokens", default_host_tokens(kv))  # runs before it was recorded
+    # Runs before the pool, then the policy, were recorded had SGLang's default write-through.
+    host = HostTier(budget.get("host_kv_tokens", default_host_tier(kv).tokens),
+                    budget.get("host_write_policy", "write_through"))
     oracles = {}
     for w, entry in results["workloads"].items():
         trace = out / f"trace-{w}.jsonl"
@@ -299,5 +316,6 @@ def server_delta(before: dict | None, after: dict | None) -> dict[str, Any]:
                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
     out["hook_errors"] = a.get("hook_errors", 0)
     # The pools the server really has (tokens): the budget asked for, as SGLang sized it.
-    out["memory"] = {k: v for k, v in a.get("memory", {}).items() if k in ("device_total", "host_total")}
+    out["memory"] = {k: v for k, v in a.get("memory", {}).items()
+                     if k in ("device_total", "host_total", "host_write_policy")}
     return out

@@ -4,7 +4,10 @@ Every system is one `scalesim serve` configuration on the same model, with the s
 
 - `sglang-<policy>` (lru, lfu, slru, tlru, priority): stock SGLang (`--scalesim-disable`), its
   own radix eviction policy and LoRA LRU; `sglang-<policy>+host` adds SGLang's host KV tier
-  (on CPU through ScaleSim's device seam, which stays loaded when the plugin is disabled).
+  (on CPU through ScaleSim's device seam, which stays loaded when the plugin is disabled), with
+  SGLang's default write-through; `sglang-<policy>+host-wb` the same tier written back, as
+  ScaleSim's is by default (`host_tier.PLUGIN_HICACHE_DEFAULTS`): the tiers then hold device
+  plus host tokens, so this is stock SGLang with as much memory as ScaleSim.
 - `scalesim`: the plugin, distance-aware eviction in every tier, prefetch (host KV tier and
   adapter slots); the client pushes each step's distances and registers agents.
 - `scalesim-evict`: the same with prefetch off (`{"prefetch": false}`).
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 STOCK_POLICIES = ("lru", "lfu", "slru", "tlru", "priority")
 HOST = "--enable-hierarchical-cache"
+WRITE_BACK = ("--hicache-write-policy", "write_back")
 # SGLang refuses T-LRU without these (token counts). A simulation's next call adds one situation
 # turn (about 60 tokens) to the agent's history; up to 256 recomputed tokens per call are taken
 # as within its latency budget, so the tail of a history beyond that is evicted first.
@@ -52,6 +56,7 @@ def _all() -> dict[str, System]:
             base += ("--radix-eviction-policy-config", json.dumps(POLICY_CONFIGS[policy]))
         out[f"sglang-{policy}"] = System(f"sglang-{policy}", base)
         out[f"sglang-{policy}+host"] = System(f"sglang-{policy}+host", (*base, HOST))
+        out[f"sglang-{policy}+host-wb"] = System(f"sglang-{policy}+host-wb", (*base, HOST, *WRITE_BACK))
     out["scalesim"] = System("scalesim", (HOST,), hints=True)
     out["scalesim-evict"] = System("scalesim-evict", (HOST, "--radix-eviction-policy-config",
                                                       json.dumps({"prefetch": False})), hints=True)

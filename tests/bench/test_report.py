@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import (RequestRecord, WorkloadRun, host_pool_tokens, oracle_hit_rates, rescore, run_order,
+from scalesim.bench.sim import (HostTier, RequestRecord, WorkloadRun, host_tier, oracle_hit_rates, rescore, run_order,
                                 server_delta, trace_of, write_results)
 from scalesim.bench.systems import Budget, select
 from scalesim.trace.format import TraceRecord
@@ -120,7 +120,9 @@ def test_budget_holds_the_working_set_plus_the_resident_share():
 
 def test_system_names_are_checked():
     assert [s.name for s in select("sglang-lru,scalesim")] == ["sglang-lru", "scalesim"]
-    assert len(select("all")) == 14
+    assert len(select("all")) == 19
+    (stock_wb,) = select("sglang-lfu+host-wb")  # stock SGLang with ScaleSim's host write policy
+    assert stock_wb.args[-3:] == ("--enable-hierarchical-cache", "--hicache-write-policy", "write_back")
     import pytest
 
     with pytest.raises(ValueError, match="valid: all, sglang-lru"):
@@ -130,7 +132,7 @@ def test_system_names_are_checked():
 def test_tlru_systems_carry_the_config_sglang_requires():
     import json
 
-    for name in ("sglang-tlru", "sglang-tlru+host"):
+    for name in ("sglang-tlru", "sglang-tlru+host", "sglang-tlru+host-wb"):
         (system,) = select(name)
         args = list(system.args)
         config = json.loads(args[args.index("--radix-eviction-policy-config") + 1])
@@ -144,33 +146,41 @@ def test_server_counters_over_a_workload_are_differences_and_gauges_their_end_va
         return {"schedulers": [{"host_kv": {"prefetch_issued": issued, "held": held},
                                 "lora": {"hits": issued, "agents_registered_with_adapter": registered},
                                 "hook_errors": 0, "memory": {"device_total": 100, "device_free": 100 - held,
-                                                             "host_total": 200, "host_free": 150}}]}
+                                                             "host_total": 200, "host_free": 150,
+                                                             "host_write_policy": "write_back"}}]}
 
     assert server_delta(stats(10, 2, 20), stats(25, 1, 20)) == {
         "host_kv": {"prefetch_issued": 15, "held": 1},
         "lora": {"hits": 15, "agents_registered_with_adapter": 20},
-        "hook_errors": 0, "memory": {"device_total": 100, "host_total": 200}}
+        "hook_errors": 0, "memory": {"device_total": 100, "host_total": 200, "host_write_policy": "write_back"}}
     assert server_delta(None, stats(1, 0, 0)) == {}
 
 
-def test_the_host_tier_oracle_holds_the_host_pool_not_device_plus_host():
-    """Write-through: the host pool (2x the device pool) holds every distinct token there is.
-    Four 100-token prefixes in a cycle: the device (100) holds one, the host tier two, not three."""
+def test_the_host_tier_oracle_holds_what_the_write_policy_keeps_distinct():
+    """Four 100-token prefixes in a cycle; device pool 100, host pool 200. Write-through copies
+    every device token to host memory, so the tiers hold two prefixes, not three; write-back
+    copies only what the device evicts, so they hold three."""
     trace = [TraceRecord(i, a, a, 100, 1, None) for i, a in enumerate("ABCD" * 3)]
-    # Belady in 200 tokens: 3 hits (in 300, device plus host, it would be 6).
-    assert oracle_hit_rates(trace, 100, 200) == {"device": 0.0, "device_host": 3 / 12}
-    # A host pool SGLang shrank below the device pool's size adds nothing.
-    assert oracle_hit_rates(trace, 100, 50) == {"device": 0.0, "device_host": 0.0}
+    # Belady in 200 tokens: 3 hits; in 300: 6.
+    assert oracle_hit_rates(trace, 100, HostTier(200)) == {"device": 0.0, "device_host": 3 / 12}
+    assert oracle_hit_rates(trace, 100, HostTier(200, "write_back")) == {"device": 0.0, "device_host": 6 / 12}
+    # A host pool SGLang shrank below the device pool's size adds nothing under write-through.
+    assert oracle_hit_rates(trace, 100, HostTier(50)) == {"device": 0.0, "device_host": 0.0}
 
 
-def test_the_oracle_gets_the_host_pool_the_servers_reported_else_the_default():
-    def run(system: str, host: int | None) -> WorkloadRun:
-        memory = {} if host is None else {"memory": {"device_total": 100, "host_total": host}}
-        return WorkloadRun("w", system, 1.0, [], server={"hook_errors": 0, **memory} if memory else {})
+def test_the_oracle_gets_the_host_tier_the_servers_reported_else_the_default():
+    def run(system: str, host: int | None, policy: str | None = None) -> WorkloadRun:
+        memory = {} if host is None else {"device_total": 100, "host_total": host}
+        if policy:
+            memory["host_write_policy"] = policy
+        return WorkloadRun("w", system, 1.0, [], server={"hook_errors": 0, "memory": memory} if memory else {})
 
-    # SGLang sized the host pools by the memory it found free: the oracle gets the largest.
-    assert host_pool_tokens([run("sglang-lru+host", None), run("scalesim", 139), run("scalesim-evict", 141)], 100) == 141
-    assert host_pool_tokens([run("sglang-lru+host", None), run("unlimited", None)], 100) == 200  # 2x: SGLang's default
+    # SGLang sized the host pools by the memory it found free: the oracle gets the most distinct tokens.
+    assert host_tier([run("sglang-lru+host", None), run("scalesim", 139), run("scalesim-evict", 141)], 100) == \
+        HostTier(141)
+    assert host_tier([run("scalesim", 141), run("scalesim-evict", 139, "write_back")], 100) == \
+        HostTier(139, "write_back")  # 239 distinct tokens against 141
+    assert host_tier([run("sglang-lru+host", None), run("unlimited", None)], 100) == HostTier(200)  # SGLang's default
 
 
 def test_a_kv_budget_below_one_steps_working_set_is_refused_before_any_server_starts(tmp_path, capsys):

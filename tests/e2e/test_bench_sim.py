@@ -47,6 +47,8 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         pools = [systems[ours]["server"]["memory"] for ours in OURS]
         assert {p["device_total"] for p in pools} == {budget["kv_tokens"]}
         assert budget["host_kv_tokens"] == max(p["host_total"] for p in pools) >= 2 * budget["kv_tokens"]
+        # ScaleSim writes its host tier back: the oracle gets device plus host tokens.
+        assert {p["host_write_policy"] for p in pools} == {budget["host_write_policy"]} == {"write_back"}
         h = entry["headline"]
         assert h["best_stock"] in ("sglang-lru", "sglang-lru+host") and h["speedup"] > 0 and h["vs_unlimited"] > 0
         assert 0 <= h["oracle_hit_rate_device"] <= h["oracle_hit_rate"] <= 1

@@ -1,9 +1,9 @@
 """SGLang's host KV tier (`--enable-hierarchical-cache`) on a CPU device, with ScaleSim's policy.
 
 Tiny model in float32; a 1,024-token device pool (three 300-token prefixes) and the default host
-pool of twice that (write-through: every prefix is copied to host memory when cached). Prefixes
-evicted from the device come back from the host; when the host is full too, the farthest
-agent's copy is the one that goes.
+pool of twice that, written back (`serve`'s default with the plugin: a prefix is copied to host
+memory when the device evicts it). Prefixes evicted from the device come back from the host;
+when the host is full too, the farthest agent's copy is the one that goes.
 """
 
 from __future__ import annotations
@@ -54,16 +54,20 @@ def test_evicted_prefixes_come_back_from_host_memory_with_the_same_outputs(host_
 
 
 def test_host_memory_drops_the_farthest_agents_copy_first(host_server):
-    """A (nearest) ... H (farthest) arrive in turn. The device keeps demoting its farthest prefix
-    to host memory; once host memory is full too, its farthest host-only copy goes (F, then G).
-    LRU would instead have dropped the oldest (A, B)."""
+    """A (nearest) ... L (farthest) arrive in turn. Written back, the tiers hold about nine
+    300-token prefixes: the device keeps A, B and the latest; each newer one it demotes to host
+    memory, which holds six. Once host memory is full, its farthest copy goes to make room for
+    the next one: H, then I, then J, while C ... G stay. LRU would instead have dropped the oldest."""
     s = Session(host_server, "host-order")
-    agents = "ABCDEFGH"  # eight 300-token prefixes: more than device and host hold together
+    agents = "ABCDEFGHIJKL"
     s.push({a: float(i + 1) for i, a in enumerate(agents)})
-    assert [s.generate(a) for a in agents] == [0] * 8
-    assert [s.generate(a, tail=TAIL + 1) for a in "ACF"] == [PREFIX + TAIL, PREFIX + TAIL, 0]
+    assert [s.generate(a) for a in agents] == [0] * 12
+    found = [_details(host_server, a, s) for a in "ACGH"]
+    assert [(f["device"], f["host"]) for f in found] == [(PREFIX + TAIL, 0), (0, PREFIX + TAIL), (0, PREFIX + TAIL),
+                                                          (0, 0)]
     stats = scheduler_stats(host_server)
     assert stats["hook_errors"] == 0 and stats["pending_requests"] == 0
+    assert stats["memory"]["host_write_policy"] == "write_back"  # `serve`'s default with the plugin
     assert requests.get(host_server.base_url + "/health", timeout=30).status_code == 200
 
 

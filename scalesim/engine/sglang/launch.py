@@ -187,8 +187,10 @@ def eviction_policy_name() -> str:
 
 
 def with_plugin_defaults(argv: list[str]) -> list[str]:
-    """With the plugin on: ScaleSim's eviction policy, unless the user chose a policy."""
+    """With the plugin on: ScaleSim's eviction policy, unless the user chose a policy; with the
+    host tier on, write-back (`host_tier.PLUGIN_HICACHE_DEFAULTS`), unless the user chose."""
     from scalesim.engine.sglang.eviction import register_policy
+    from scalesim.engine.sglang.host_tier import PLUGIN_HICACHE_DEFAULTS
 
     register_policy()  # the CLI choice must exist before SGLang's parser is built
     # LoRA slots: SGLang's --lora-eviction-policy has fixed choices, so ours is the default
@@ -199,9 +201,12 @@ def with_plugin_defaults(argv: list[str]) -> list[str]:
         os.environ.pop(POLICY_ENV, None)
     else:
         os.environ[POLICY_ENV] = "distance"
-    if _has_flag(argv, "--radix-eviction-policy"):
-        return argv
-    return [*argv, "--radix-eviction-policy", eviction_policy_name()]
+    out = list(argv)
+    if _has_flag(out, "--enable-hierarchical-cache"):
+        out += [item for flag, value in PLUGIN_HICACHE_DEFAULTS if not _has_flag(out, flag) for item in (flag, value)]
+    if not _has_flag(out, "--radix-eviction-policy"):
+        out += ["--radix-eviction-policy", eviction_policy_name()]
+    return out
 
 
 def check_eviction_setup(config: object) -> None:

@@ -80,17 +80,20 @@ def plugin_state(scheduler: Any) -> dict[str, Any]:
             "memory": memory_usage(scheduler)}
 
 
-def memory_usage(scheduler: Any) -> dict[str, int | None]:
+def memory_usage(scheduler: Any) -> dict[str, int | str | None]:
     """Token counts of the KV pools: idle, `device_free + evictable == device_total`,
-    `protected == 0` and `host_free + host_in_tree == host_total` (nothing leaked or locked)."""
+    `protected == 0` and `host_free + host_in_tree == host_total` (nothing leaked or locked);
+    and the host tier's write policy (with write-back the tiers hold device plus host tokens)."""
     cache = scheduler.tree_cache
     out = {"device_total": int(scheduler.max_total_num_tokens),
            "device_free": int(scheduler.token_to_kv_pool_allocator.available_size()),
            "evictable": int(cache.evictable_size()), "protected": int(cache.protected_size())}
-    host = getattr(getattr(cache, "cache_controller", None), "mem_pool_host", None)
+    controller = getattr(cache, "cache_controller", None)
+    host = getattr(controller, "mem_pool_host", None)
     if host is not None:
         out["host_total"], out["host_free"] = int(host.size), int(host.available_size())
         out["host_in_tree"] = _host_tokens_in_tree(cache)
+        out["host_write_policy"] = controller.write_policy
     return out
 
 

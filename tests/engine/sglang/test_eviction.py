@@ -110,9 +110,14 @@ def test_options_reach_the_scheduler_state(state):
     assert state.learned_enabled is False and state.counters.max_agent_series == 5
 
 
-def test_serve_selects_the_policy_unless_the_user_chose_one():
+def test_serve_selects_the_policy_and_write_back_unless_the_user_chose():
     assert with_plugin_defaults(["--port", "1"]) == ["--port", "1", "--radix-eviction-policy", "scalesim"]
     assert with_plugin_defaults(["--radix-eviction-policy", "lfu"]) == ["--radix-eviction-policy", "lfu"]
+    # The host tier writes back (tiers hold device plus host tokens), unless the user chose.
+    assert with_plugin_defaults(["--enable-hierarchical-cache"]) == [
+        "--enable-hierarchical-cache", "--hicache-write-policy", "write_back", "--radix-eviction-policy", "scalesim"]
+    chosen = ["--enable-hierarchical-cache", "--hicache-write-policy=write_through", "--radix-eviction-policy", "lru"]
+    assert with_plugin_defaults(chosen) == chosen
     args = launch.parse_sglang_args(["--model-path", "x", "--radix-eviction-policy", "scalesim"])
     assert args.radix_eviction_policy == "scalesim"
 
