@@ -16,8 +16,7 @@ from pathlib import Path
 
 import requests
 
-
-BIND_ERROR = "error while attempting to bind on address"
+from scalesim.engine.sglang.launch import BIND_ERROR
 
 
 class ServerStartError(RuntimeError):
@@ -46,11 +45,15 @@ class ServerProcess:
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise ServerStartError(f"server exited with {self._proc.returncode}:\n{self.log_tail()}")
+            exited = self._proc.poll()  # before the log is read: an exited server's log is whole
             if self._lost_port():
+                if exited is None:
+                    exited = self._exit_code(within_s=10.0)  # `serve` exits by itself (2) with the cause
                 self.stop()
-                raise ServerStartError(f"port {self.port} was taken before the server bound it:\n{self.log_tail()}")
+                raise ServerStartError(f"port {self.port} was taken before the server bound it "
+                                       f"(server exited with {exited}):\n{self.log_tail()}")
+            if exited is not None:
+                raise ServerStartError(f"server exited with {exited}:\n{self.log_tail()}")
             try:
                 if requests.get(self.base_url + "/health", timeout=2).status_code == 200:
                     return self
@@ -60,10 +63,16 @@ class ServerProcess:
         self.stop()
         raise ServerStartError(f"server not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
 
+    def _exit_code(self, within_s: float) -> int | None:
+        try:
+            return self._proc.wait(timeout=within_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def _lost_port(self) -> bool:
         # `scalesim serve` checks the port before it starts, but SGLang binds it only after
-        # loading the model; if something takes it meanwhile, uvicorn logs the error and SGLang
-        # hangs in its shutdown instead of exiting, so waiting for health would take the full timeout.
+        # loading the model; if something takes it meanwhile, uvicorn logs the error (and `serve`
+        # exits: `launch.ExitOnBindError`).
         try:
             return BIND_ERROR in self.log_path.read_text(errors="replace")
         except OSError:

@@ -59,8 +59,8 @@ def test_port_in_use_is_refused():
 def test_port_taken_after_the_check_fails_the_start_at_once(tmp_path):
     """The port is free when `scalesim serve` checks it and taken before uvicorn binds it.
 
-    SGLang then hangs in its shutdown instead of exiting; the start must fail with the cause
-    straight away, not after the health timeout.
+    SGLang alone would hang in its shutdown; `serve` exits with status 2 and the cause, and the
+    start fails with it straight away, not after the health timeout.
     """
     from scalesim import paths
     from scalesim.server_process import ServerProcess, ServerStartError
@@ -83,8 +83,11 @@ def test_port_taken_after_the_check_fails_the_start_at_once(tmp_path):
     thread = threading.Thread(target=take_port_after_check, daemon=True)
     thread.start()
     try:
-        with pytest.raises(ServerStartError, match=f"port {port} was taken before the server bound it"):
+        with pytest.raises(ServerStartError, match=f"port {port} was taken before the server bound it "
+                                                   r"\(server exited with 2\)") as failed:
             proc.start(timeout_s=240)
+        assert f"scalesim serve: error: port {port} on 127.0.0.1 was taken before the server bound it" in \
+            str(failed.value)
     finally:
         stop.set()
         thread.join()

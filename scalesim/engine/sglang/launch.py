@@ -8,8 +8,10 @@ path, port), so a bad invocation exits non-zero with one line and leaves no proc
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -132,6 +134,35 @@ def check_model_path(model_path: str) -> None:
         raise ServeError(f"model path {model_path} does not exist{hint}")
 
 
+# uvicorn's log line when it cannot bind (asyncio's OSError, logged to `uvicorn.error`).
+BIND_ERROR = "error while attempting to bind on address"
+
+
+class ExitOnBindError(logging.Filter):
+    """On uvicorn's bind error: one line, stop SGLang's processes, exit 2.
+
+    `serve` checks the port first, but SGLang binds it only after loading the model, and something
+    can take it meanwhile. uvicorn then logs the error and awaits the app's shutdown, where SGLang
+    waits for its warmup thread, which waits for the server that never came up: the process
+    would hang. A filter rather than a handler: uvicorn's logging config replaces the logger's
+    handlers and keeps its filters."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__()
+        self.where = f"port {port} on {host}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if BIND_ERROR in record.getMessage():
+            from sglang.srt.utils import kill_process_tree
+
+            # The filter runs before uvicorn's handlers, so its own line is not written: ours carries it.
+            print(f"scalesim serve: error: {self.where} was taken before the server bound it "
+                  f"({record.getMessage()})", file=sys.stderr, flush=True)
+            kill_process_tree(os.getpid(), include_parent=False)
+            os._exit(2)
+        return True
+
+
 def check_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         # As uvicorn does: connections in TIME_WAIT from an earlier server must not count.
@@ -250,6 +281,7 @@ def serve(argv: list[str]) -> int:
         server_args = prepare_server_args(sglang_argv)
     except (ValueError, AssertionError, TypeError) as exc:
         raise ServeError(f"invalid server arguments: {exc}") from exc
+    logging.getLogger("uvicorn.error").addFilter(ExitOnBindError(server_args.host, server_args.port))
     try:
         run_server(server_args)
     finally:
