@@ -34,6 +34,7 @@ TAIL_TOKENS = 120  # the step-specific end of a prompt, at most (situation, last
 LORA_RANK = 8
 HIT_SHARE = 0.9  # a request "hits" when at least this share of its private prefix was cached
 HICACHE_RATIO = 2.0  # SGLang's default host pool size, relative to the device pool
+WRITE_THROUGH = "write_through"  # SGLang's default host write policy (and of runs that did not record one)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class HostTier:
     """The host KV tier a run's host-tier systems had: its pool in tokens and SGLang's write policy."""
 
     tokens: int
-    write_policy: str = "write_through"
+    write_policy: str = WRITE_THROUGH
 
     def distinct_tokens(self, kv_tokens: int) -> int:
         """Write-through copies every cached device node to host memory, so the host pool holds
@@ -238,7 +239,7 @@ def host_tier(runs: list[WorkloadRun], kv_tokens: int) -> HostTier:
     else SGLang's default (`HICACHE_RATIO` times the device pool, write-through). SGLang shrinks
     the default pool to the host memory it finds free beyond a 10 GiB reserve (at 200 agents on a
     24 GiB machine, to 1.39 times), and the oracle must not get memory no system had."""
-    tiers = [HostTier(m["host_total"], m.get("host_write_policy", "write_through"))
+    tiers = [HostTier(m["host_total"], m.get("host_write_policy", WRITE_THROUGH))
              for m in (r.server.get("memory", {}) for r in runs) if m.get("host_total")]
     return max(tiers, key=lambda t: t.distinct_tokens(kv_tokens), default=default_host_tier(kv_tokens))
 
@@ -268,7 +269,7 @@ def rescore(out: Path) -> dict[str, Any]:
     kv = budget["kv_tokens"]
     # Runs before the pool, then the policy, were recorded had SGLang's default write-through.
     host = HostTier(budget.get("host_kv_tokens", default_host_tier(kv).tokens),
-                    budget.get("host_write_policy", "write_through"))
+                    budget.get("host_write_policy", WRITE_THROUGH))
     oracles = {}
     for w, entry in results["workloads"].items():
         trace = out / f"trace-{w}.jsonl"

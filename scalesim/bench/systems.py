@@ -26,9 +26,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scalesim.engine.sglang.host_tier import PLUGIN_HICACHE_DEFAULTS  # flags only: no SGLang import
+
 STOCK_POLICIES = ("lru", "lfu", "slru", "tlru", "priority")
 HOST = "--enable-hierarchical-cache"
-WRITE_BACK = ("--hicache-write-policy", "write_back")
+# ScaleSim's host-tier flags (write-back), given to stock SGLang for the `+host-wb` systems.
+WRITE_BACK = tuple(item for pair in PLUGIN_HICACHE_DEFAULTS for item in pair)
 # SGLang refuses T-LRU without these (token counts). A simulation's next call adds one situation
 # turn (about 60 tokens) to the agent's history; up to 256 recomputed tokens per call are taken
 # as within its latency budget, so the tail of a history beyond that is evicted first.
