@@ -13,6 +13,7 @@ from scalesim.policy.eviction import (
     EvictionPolicy,
     LRUPriority,
     Priority,
+    admits,
     make_priority,
 )
 from scalesim.policy.prefetch import Load, PrefetchPlan, plan_prefetch
@@ -25,6 +26,7 @@ __all__ = [
     "Load",
     "PrefetchPlan",
     "Priority",
+    "admits",
     "make_priority",
     "plan_prefetch",
 ]

@@ -119,6 +119,25 @@ def _always_unknown(agent: str, default: float) -> float:
     return default
 
 
+def admits(victim: tuple, candidates: Iterable[tuple[tuple, int]], room: int, need: int) -> bool:
+    """Whether a lower tier should take `need` tokens of an evicted piece whose sort key is `victim`.
+
+    The lower tier has `room` free tokens; `candidates` are its evictable pieces as (sort key,
+    size) in its eviction order (smallest key first). Making room would evict them in that order
+    until `room` covers `need`; the piece is admitted unless one of those ranks above it (a key
+    larger than `victim`: the policy would keep it longer). Belady's rule across two tiers: what
+    the policy would evict next anyway is dropped, not kept at the cost of nearer state. With no
+    candidates left before the need is covered the piece is admitted (the tier decides).
+    """
+    for key, size in candidates:
+        if room >= need:
+            break
+        if key > victim:
+            return False
+        room += size
+    return True
+
+
 class EvictionPolicy:
     """Evictable state of one memory kind, ordered by `priority` over distances in `table`.
 

@@ -3,7 +3,7 @@
 Tiny model in float32; a 1,024-token device pool (three 300-token prefixes) and the default host
 pool of twice that, written back (`serve`'s default with the plugin: a prefix is copied to host
 memory when the device evicts it). Prefixes evicted from the device come back from the host;
-when the host is full too, the farthest agent's copy is the one that goes.
+when the host is full too, the farthest agent's state is the one that goes.
 """
 
 from __future__ import annotations
@@ -53,16 +53,19 @@ def test_evicted_prefixes_come_back_from_host_memory_with_the_same_outputs(host_
     assert scheduler_stats(host_server)["hook_errors"] == 0
 
 
-def test_host_memory_drops_the_farthest_agents_copy_first(host_server):
+def test_host_memory_keeps_the_nearest_agents_copies(host_server):
     """A (nearest) ... L (farthest) arrive in turn. Written back, the tiers hold about nine
     300-token prefixes: the device keeps A, B and the latest; each newer one it demotes to host
-    memory, which holds six. Once host memory is full, its farthest copy goes to make room for
-    the next one: H, then I, then J, while C ... G stay. LRU would instead have dropped the oldest."""
+    memory, which holds six (C ... H). Once host memory is full, the next victim (I, then J, then K)
+    is farther than every copy there: it is dropped, not copied (SGLang alone would push out H,
+    then G, ...: the nearest copies for the farthest agents). LRU would have dropped the oldest."""
     s = Session(host_server, "host-order")
     agents = "ABCDEFGHIJKL"
     s.push({a: float(i + 1) for i, a in enumerate(agents)})
     assert [s.generate(a) for a in agents] == [0] * 12
-    found = [_details(host_server, a, s) for a in "ACGH"]
+    kv = scheduler_stats(host_server)["host_kv"]
+    assert (kv["writeback_declined"], kv["writeback_declined_tokens"]) == (3, 3 * (PREFIX + TAIL))  # I, J, K
+    found = [_details(host_server, a, s) for a in "ACHI"]
     assert [(f["device"], f["host"]) for f in found] == [(PREFIX + TAIL, 0), (0, PREFIX + TAIL), (0, PREFIX + TAIL),
                                                           (0, 0)]
     stats = scheduler_stats(host_server)

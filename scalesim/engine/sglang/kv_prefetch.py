@@ -27,7 +27,8 @@ Rules:
 Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
 tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
 `prefetch_wasted` (released unused), `prefetch_tokens`, `bytes_h2d` and `bytes_d2h` (all
-transfers, demand and prefetch), and `wait_seconds`: time the scheduler spent on demand loads (on
+transfers, demand and prefetch), `writeback_declined` and `writeback_declined_tokens` (device
+victims host memory did not take, `host_admission`), and `wait_seconds`: time the scheduler spent on demand loads (on
 CPU the copy itself; on GPU only the launch, as the batch then waits on the device).
 """
 
@@ -66,7 +67,8 @@ class KVPrefetcher:
         self.enabled = True
         self.prefix_end: dict[str, weakref.ref] = {}  # agent -> the node to load ahead for it (`note`)
         self.held: dict[str, Hold] = {}
-        self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h"))
+        self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h",
+                                                 "writeback_declined", "writeback_declined_tokens"))
         self.prefetching = False
         self._scanned_pushes = -1
         self.steps = 0  # busy scheduler iterations seen (requests running or waiting)

@@ -14,7 +14,16 @@ from typing import Any
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
 from scalesim import SGLANG_VERSION, __version__
-from scalesim.engine.sglang import PLUGIN_NAME, eviction, host_tier, kv_prefetch, lora_cpu_tier, lora_slots, targets
+from scalesim.engine.sglang import (
+    PLUGIN_NAME,
+    eviction,
+    host_admission,
+    host_tier,
+    kv_prefetch,
+    lora_cpu_tier,
+    lora_slots,
+    targets,
+)
 from scalesim.engine.sglang.messages import (
     ScaleSimAgentReq,
     ScaleSimDistancesReq,
@@ -65,9 +74,11 @@ def load() -> None:
         (targets.SCHEDULER_NEXT_BATCH, kv_prefetch.before_next_batch, HookType.BEFORE),
         (targets.HICACHE_START_LOADING, kv_prefetch.around_start_loading, HookType.AROUND),
         (targets.HICACHE_START_WRITING, kv_prefetch.around_start_writing, HookType.AROUND),
+        (targets.UNIFIED_WRITE_BACK_COPY, host_admission.around_execute_and_commit_kv_backup, HookType.AROUND),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)
+    host_admission.install_log_filter()
     for target, method in zip(timed, targets.TIMED_TREE_METHODS):
         HookRegistry.register(target, _timed(method), HookType.AROUND)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())

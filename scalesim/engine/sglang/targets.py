@@ -36,6 +36,7 @@ SCHEDULER_NEXT_BATCH = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_t
 LORA_RESOLVE = "sglang.srt.managers.tokenizer_manager.TokenizerManager._resolve_lora_path"
 HICACHE_START_LOADING = "sglang.srt.managers.cache_controller.HiCacheController.start_loading"
 HICACHE_START_WRITING = "sglang.srt.managers.cache_controller.HiCacheController.start_writing"
+UNIFIED_WRITE_BACK_COPY = f"{_UNIFIED}._execute_and_commit_kv_backup"
 HOST_POOL_ALLOCATORS = "sglang.srt.mem_cache.pool_host.common.ALLOC_MEMORY_FUNCS"
 LORA_CPU_VICTIM = "sglang.srt.lora.lora_registry.LoRARegistry.lru_lora_name"
 EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
@@ -79,6 +80,7 @@ HOOK_TARGETS: tuple[str, ...] = (
     HOST_POOL_ALLOCATORS,
     HICACHE_START_LOADING,
     HICACHE_START_WRITING,
+    UNIFIED_WRITE_BACK_COPY,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 

@@ -1,0 +1,114 @@
+"""Which device victims SGLang's written-back host tier takes: not one farther than its own copies.
+
+With `--hicache-write-policy write_back` SGLang copies every prefix the device evicts to host
+memory and, when host memory is full, evicts host copies to make room (ours: farthest agent
+first). The victim itself is not among those candidates, so a victim farther than every host
+copy still pushes out the farthest of them: host memory ends up holding the agents needed last
+while nearer ones are recomputed. Measured on the debate (60 agents, 25 steps, host pool 0.8x the
+device pool): hit rate 0.69 against Belady's 0.78 for the same two tiers.
+
+An AROUND hook on `UnifiedRadixCache._execute_and_commit_kv_backup` with `write_back=True` (the
+eviction loop's deferred copy of a device victim, and nothing else for a KV-only model) declines
+the copy when `scalesim.policy.admits` says the copies it would push out rank above the victim
+(the same sort key the tree evicts by). SGLang then takes its own path for a copy that found no
+room: it drops the victim's subtree (`drop_subtree_no_host`) and the device evicts on. SGLang logs
+a warning per such drop ("host memory pressure"); the ones this hook caused are filtered out and
+counted instead (host_kv `writeback_declined`, `writeback_declined_tokens`).
+
+Only with our eviction strategy (`--radix-eviction-policy scalesim`, whichever `order`), the
+Python tree core, and no storage buffer pipeline; any failure admits the copy (SGLang's own
+behaviour) and counts a hook error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from scalesim.engine.sglang.eviction import AgentDistanceStrategy
+from scalesim.engine.sglang.kv_prefetch import prefetcher
+from scalesim.engine.sglang.scheduler_state import current
+from scalesim.policy.eviction import admits
+
+logger = logging.getLogger(__name__)
+
+CACHE_LOGGER = "sglang.srt.mem_cache.unified_radix_cache"
+# SGLang's warnings after a failed write-back copy: dropped, or kept on the device (locked).
+DROP_WARNINGS = ("write_back: KV subtree dropped without backup",
+                 "write_back: backup failed under host memory pressure")
+
+
+class DeclinedDropFilter(logging.Filter):
+    """Drops SGLang's warning for a subtree dropped because this hook declined its copy (one
+    warning per decline: the eviction loop logs right after the copy returns)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pending and isinstance(record.msg, str) and record.msg.startswith(DROP_WARNINGS):
+            self.pending -= 1
+            return False
+        return True
+
+
+_FILTER = DeclinedDropFilter()
+
+
+def install_log_filter() -> None:
+    """Idempotent: SGLang's logging setup replaces handlers, not a logger's filters."""
+    log = logging.getLogger(CACHE_LOGGER)
+    if _FILTER not in log.filters:
+        log.addFilter(_FILTER)
+
+
+def around_execute_and_commit_kv_backup(original: Any, cache: Any, action: Any, *args: Any, **kwargs: Any) -> Any:
+    write_back = kwargs.get("write_back", args[0] if args else False)
+    if write_back:
+        try:
+            need = declined_tokens(cache, action)
+        except Exception:  # advisory: SGLang's own choice (copy it) stands
+            state = current()
+            state.hook_errors += 1
+            if state.hook_errors <= 10:
+                logger.exception("ScaleSim host admission failed (copy admitted)")
+            need = 0
+        if need:
+            counters = prefetcher().counters
+            counters.add("writeback_declined")
+            counters.add("writeback_declined_tokens", need)
+            _FILTER.pending += 1
+            return 0  # what SGLang's copy returns when host memory has no room
+    return original(cache, action, *args, **kwargs)
+
+
+def declined_tokens(cache: Any, action: Any) -> int:
+    """The tokens of the `BackupKV` chain `action` (parent first; its last node is the device's
+    victim) if host memory should not take them, else 0."""
+    core = cache.tree_core
+    strategy = core.eviction_strategy
+    controller = getattr(cache, "cache_controller", None)
+    if (not isinstance(strategy, AgentDistanceStrategy) or controller is None
+            or getattr(cache, "buffer_pipeline", None) is not None or not action.node_ids):
+        return 0
+    nodes = [core.node_by_id(node_id) for node_id in action.node_ids]
+    need = sum(len(node.key) for node in nodes if not node.backuped)
+    room = controller.mem_pool_host.available_size() + _host_duplicate_tokens(core)
+    if room >= need:
+        return 0
+    candidates = sorted((strategy.get_priority(node), len(node.key)) for node in core.evictable_host_leaves)
+    return 0 if admits(strategy.get_priority(nodes[-1]), candidates, room, need) else need
+
+
+def _host_duplicate_tokens(core: Any) -> int:
+    """Host copies of prefixes also on the device: SGLang reclaims these first under host pressure,
+    so they are room, not candidates."""
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    tokens = 0
+    for node in core.full_host_duplicates.values():
+        data = node.component_data[ComponentType.FULL]
+        if data.value is not None and data.host_value is not None:
+            tokens += len(data.host_value)
+    return tokens
