@@ -198,6 +198,7 @@ def counters_line(system: str, server: dict[str, Any]) -> str:
         parts.append(f"KV prefetch {kv.get('prefetch_issued', 0):g} issued, {kv.get('prefetch_used', 0):g} used, "
                      f"{kv.get('prefetch_wasted', 0):g} wasted; "
                      f"requests served from host memory {kv.get('hits', 0):g}; "
+                     f"device victims host memory declined {kv.get('writeback_declined', 0):g}; "
                      f"load wait {kv.get('wait_seconds', 0):.2f} s")
     lora = server.get("lora") or {}
     if lora.get("hits") or lora.get("misses"):

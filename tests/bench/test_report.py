@@ -59,13 +59,13 @@ def test_no_gap_to_close_and_missing_systems_give_none():
 
 def test_scalesim_counters_line():
     server = {"host_kv": {"prefetch_issued": 30, "prefetch_used": 24, "prefetch_wasted": 6,
-                          "hits": 20, "wait_seconds": 0.29386},
+                          "hits": 20, "writeback_declined": 4, "wait_seconds": 0.29386},
               "lora": {"hits": 0, "misses": 0},
               "evicted_tokens_by_reason": {"farthest": 900, "no_distance": 0, "stale": 1200, "untagged": 0},
               "hook_errors": 0}
     assert counters_line("scalesim", server) == (
         "- `scalesim`: KV prefetch 30 issued, 24 used, 6 wasted; requests served from host memory 20; "
-        "load wait 0.29 s; evicted tokens farthest 900, no_distance 0, stale 1200, untagged 0; hook errors 0")
+        "device victims host memory declined 4; load wait 0.29 s; evicted tokens farthest 900, no_distance 0, stale 1200, untagged 0; hook errors 0")
 
 
 def test_trace_next_step_is_the_agents_next_call():

@@ -7,7 +7,7 @@ import pytest
 from scalesim.distance import DistanceTable
 from scalesim.memory import ReferenceMemory
 from scalesim.memory.reference import CapacityError
-from scalesim.policy import DistancePriority, EvictionPolicy, LRUPriority, make_priority
+from scalesim.policy import DistancePriority, EvictionPolicy, LRUPriority, admits, make_priority
 
 
 def make(priority):
@@ -158,3 +158,19 @@ def test_removed_then_re_added_state_appears_once(name):
     policy.add("k", {"a"}, 1, 2.0)  # no bulk re-key since: the stale entry is still in the heap
     assert policy.order() == ["j", "k"]
     assert policy.victims(10) == ["j", "k"]
+
+
+def test_a_full_lower_tier_admits_a_victim_only_over_state_ranked_below_it():
+    # Distance order: keys (-distance, last used, seq); candidates as the tier would evict them.
+    p = DistancePriority()
+    far, mid, near, nearest = (p.entry(d, 0.0, s, 0, None) for s, d in enumerate((9.0, 5.0, 1.0, 0.0)))
+    host = [(mid, 300), (nearest, 300)]  # the tier's own eviction order: mid goes first
+    assert admits(far, host, room=0, need=300) is False  # would push out mid, nearer than itself
+    assert admits(near, host, room=0, need=300) is True  # mid goes for it
+    assert admits(near, host, room=0, need=600) is False  # would push out nearest too, which ranks above
+    assert admits(far, host, room=300, need=300) is True  # free room: nothing is pushed out
+    assert admits(far, [], room=0, need=300) is True  # no candidates: the tier decides
+    # A piece of equal distance used later ranks above the older one (LRU among equals).
+    older, newer = p.entry(5.0, 1.0, 7, 0, None), p.entry(5.0, 2.0, 8, 0, None)
+    assert admits(newer, [(older, 300)], room=0, need=300) is True
+    assert admits(older, [(newer, 300)], room=0, need=300) is False

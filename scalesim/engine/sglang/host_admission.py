@@ -3,9 +3,11 @@
 With `--hicache-write-policy write_back` SGLang copies every prefix the device evicts to host
 memory and, when host memory is full, evicts host copies to make room (ours: farthest agent
 first). The victim itself is not among those candidates, so a victim farther than every host
-copy still pushes out the farthest of them: host memory ends up holding the agents needed last
-while nearer ones are recomputed. Measured on the debate (60 agents, 25 steps, host pool 0.8x the
-device pool): hit rate 0.69 against Belady's 0.78 for the same two tiers.
+copy still pushes out the farthest of them: host memory can end up holding the agents needed
+last while nearer ones are recomputed (`tests/e2e/test_host_tier.py`: agents arriving farthest
+last). Where victims and host copies are mostly equally far this changes little: the debate at
+60 agents with a host pool 0.8x the device pool kept its hit rate (0.69 without, 0.68 with; 38
+copies declined, 50k tokens not written), as both tiers already drop the farthest first.
 
 An AROUND hook on `UnifiedRadixCache._execute_and_commit_kv_backup` with `write_back=True` (the
 eviction loop's deferred copy of a device victim, and nothing else for a KV-only model) declines
