@@ -15,6 +15,8 @@ Contract (exact orders are tested in tests/policy):
 - Pinned (in-use) state is never returned as a victim.
 - Ties never depend on object identity or hashing: identical call sequences give identical
   decisions in every process (tensor-parallel ranks).
+- `admits`: a full lower tier (host memory) takes an upper tier's victim only over state its
+  priority ranks below the victim; otherwise the victim is dropped.
 """
 
 from __future__ import annotations
