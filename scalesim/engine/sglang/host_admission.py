@@ -24,6 +24,7 @@ behaviour) and counts a hook error.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from typing import Any
 
@@ -99,7 +100,11 @@ def declined_tokens(cache: Any, action: Any) -> int:
     room = controller.mem_pool_host.available_size() + _host_duplicate_tokens(core)
     if room >= need:
         return 0
-    candidates = sorted((strategy.get_priority(node), len(node.key)) for node in core.evictable_host_leaves)
+    # A heap popped lazily, as SGLang's own host eviction walks it: `admits` usually stops
+    # after the first few candidates, so sorting every host leaf on this eviction path is waste.
+    heap = [(strategy.get_priority(node), len(node.key)) for node in core.evictable_host_leaves]
+    heapq.heapify(heap)
+    candidates = (heapq.heappop(heap) for _ in range(len(heap)))
     return 0 if admits(strategy.get_priority(nodes[-1]), candidates, room, need) else need
 
 
