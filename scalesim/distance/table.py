@@ -147,6 +147,12 @@ class DistanceTable:
         self._purge_expired()
         return heapq.nsmallest(k, self._dist.items(), key=lambda kv: (kv[1], kv[0]))
 
+    def within(self, limit: float) -> list[tuple[str, float]]:
+        """Known agents at distance <= `limit`, nearest first (ties by agent id), in
+        O(n + m log m) for m of them."""
+        self._purge_expired()
+        return sorted(((a, d) for a, d in self._dist.items() if d <= limit), key=lambda kv: (kv[1], kv[0]))
+
     # -- writes --------------------------------------------------------------------------
 
     def update(

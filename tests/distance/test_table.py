@@ -32,6 +32,9 @@ def test_partial_update_and_order(table):
     assert table.update({"a": 0.5}, epoch=1) == {"a"}  # same epoch merges
     assert list(table.in_order()) == [("a", 0.5), ("b", 1.0), ("c", 2.0)]
     assert table.nearest(2) == [("a", 0.5), ("b", 1.0)]
+    table.update({"d": 1}, epoch=1)
+    assert table.within(1.0) == [("a", 0.5), ("b", 1.0), ("d", 1.0)]  # every one within, ties by id
+    assert table.within(0.1) == []
     assert table.get("zzz") is None
 
 

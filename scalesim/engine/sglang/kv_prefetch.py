@@ -18,6 +18,16 @@ Rules:
   loads queued, or when no load slot is free.
 - Never displace a nearer agent's state: a load must fit in free device memory plus evictable
   state of farther agents (the eviction that makes room takes the farthest first).
+- Swap, do not drop: with the host tier written back and full, making device room copies the
+  victims to host memory, but the host copy of the prefix being loaded stays until its load is
+  acknowledged; only then is it a duplicate SGLang can reclaim. Loads issued together (SGLang's
+  demand loads for a batch: all of a step's callers at once) therefore push out host state the
+  tiers would have held once loaded (debate, 60 agents: the distinct tokens held fell by 10,000,
+  some 6 prefixes, at every step the callers were loaded on demand). So the scan covers every
+  agent within `LOOKAHEAD` (not a fixed few: a step has as many callers as the simulation has
+  active agents), resumes on the next iteration when load slots ran out, and a load whose
+  victims' copies do not fit in free host memory plus reclaimable duplicates waits while an
+  earlier load is in flight; with nothing in flight the shortfall is real and the policy decides.
 - Held prefixes are bounded (`MAX_HELD_FRACTION` of the device pool).
 - On GPU the copy overlaps with compute: it runs on SGLang's host-to-device stream and the
   compute stream waits on its finish event. On CPU it runs where SGLang runs it, in the scheduler
@@ -50,7 +60,6 @@ LOOKAHEAD = 1.0
 HOLD_UPDATES = 3  # a hold ends after this many distance updates...
 HOLD_STEPS = 2000  # ...or this many busy scheduler iterations (so a stalled simulation frees it too)
 MAX_HELD_FRACTION = 0.5
-CANDIDATES = 8  # nearest agents considered per scan
 
 
 @dataclass
@@ -71,6 +80,7 @@ class KVPrefetcher:
                                                  "writeback_declined", "writeback_declined_tokens"))
         self.prefetching = False
         self._scanned_pushes = -1
+        self._rescan = False  # the last scan stopped early (slots, or a swap waiting): scan again
         self.steps = 0  # busy scheduler iterations seen (requests running or waiting)
 
     # -- bookkeeping from the tree's events -------------------------------------------------
@@ -114,14 +124,15 @@ class KVPrefetcher:
         if scheduler.waiting_queue or not _batch_empty(getattr(scheduler, "running_batch", None)):
             self.steps += 1
         self._expire(cache, state)
-        if state.pushes_applied == self._scanned_pushes:
+        if state.pushes_applied == self._scanned_pushes and not self._rescan:
             return  # nothing changed since the last scan
         if scheduler.waiting_queue or controller.load_queue or not cache.has_free_load_back_slot():
             return  # demand first; try again next iteration
         self._scanned_pushes = state.pushes_applied
+        self._rescan = False
         budget = int(MAX_HELD_FRACTION * scheduler.max_total_num_tokens) - sum(h.tokens for h in self.held.values())
-        for agent, distance in state.table.nearest(CANDIDATES):
-            if distance > LOOKAHEAD or budget <= 0:
+        for agent, distance in state.table.within(LOOKAHEAD):
+            if budget <= 0:
                 break
             if agent in self.held:
                 continue
@@ -129,8 +140,14 @@ class KVPrefetcher:
             if node is None:
                 continue  # on the device already, or gone from host memory too
             tokens = _host_only_tokens(node)
-            if tokens > budget or not self._fits(cache, tokens, distance):
+            if tokens > budget:
                 continue
+            fits, written = self._room(cache, tokens, distance)
+            if not fits:
+                continue
+            if written > _host_room(cache) and controller.ack_load_queue:
+                self._rescan = True  # its host copy frees up once loaded (see "Swap, do not drop")
+                break
             if not cache.load_back(node.id):
                 continue
             self.prefetching = True
@@ -145,6 +162,7 @@ class KVPrefetcher:
             self.counters.add("prefetch_issued")
             self.counters.add("prefetch_tokens", tokens)
             if not cache.has_free_load_back_slot():
+                self._rescan = True  # the rest when a slot frees, not at the next push
                 break
 
     def _expire(self, cache: Any, state: Any) -> None:
@@ -157,24 +175,31 @@ class KVPrefetcher:
                 self.counters.add("prefetch_wasted")
 
     @staticmethod
-    def _fits(cache: Any, tokens: int, distance: float) -> bool:
-        """Free device memory plus evictable state of farther agents covers `tokens`."""
+    def _room(cache: Any, tokens: int, distance: float) -> tuple[bool, int]:
+        """Whether free device memory plus evictable state of farther agents covers `tokens`,
+        and how many of the tokens evicted for it have no host copy: with the host tier written
+        back, making room copies those to host memory. Victims in SGLang's order (the strategy's
+        priority); evicting a leaf exposes its parent, so the chain goes with it."""
         from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
 
         room = cache._component_available_size(ComponentType.FULL)
         if room >= tokens:
-            return True
+            return True, 0
+        write_back = getattr(cache.cache_controller, "write_policy", None) == "write_back"
         state = current()
-        for leaf in list(cache.tree_core.evictable_device_leaves):
-            # Evicting a leaf exposes its parent: count the chain that would go with it.
+        priority = cache.tree_core.eviction_strategy.get_priority
+        written = 0
+        for _, _, leaf in sorted((priority(leaf), leaf.id, leaf) for leaf in cache.tree_core.evictable_device_leaves):
             node = leaf
             while (node.parent is not None and not node.evicted and len(node.children) <= 1
                    and state.node_distance(node) > distance):
                 room += len(node.key)
+                if write_back and not node.backuped:
+                    written += len(node.key)
                 node = node.parent
             if room >= tokens:
-                return True
-        return False
+                return True, written
+        return False, written
 
 
 def _batch_empty(batch: Any) -> bool:
@@ -198,6 +223,22 @@ def _host_only_tokens(node: Any) -> int:
         tokens += len(node.key)
         node = node.parent
     return tokens
+
+
+def _host_room(cache: Any) -> int:
+    """Host tokens a write-back can have now: free, plus duplicates (prefixes also on the device)
+    SGLang may reclaim (no transfer in flight, no host lock): it reclaims those first."""
+    core = cache.tree_core
+    room = cache.cache_controller.mem_pool_host.available_size()
+    reclaimable = getattr(core, "_can_reclaim_full_host_duplicate", None)
+    if reclaimable is None:
+        return room
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    for node in list(core.full_host_duplicates.values()):
+        if reclaimable(node):
+            room += len(node.component_data[ComponentType.FULL].host_value)
+    return room
 
 
 def _order_after_load(controller: Any, producer: int) -> None:
