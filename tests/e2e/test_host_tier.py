@@ -186,6 +186,7 @@ def test_a_thousand_requests_under_pressure_leave_no_slot_or_lock_behind(host_se
     assert stats["hook_errors"] == 0 and stats["pending_requests"] == 0 and stats["host_kv"]["held"] == 0
     assert mem["protected"] == 0 and mem["device_free"] + mem["evictable"] == mem["device_total"], mem
     assert mem["host_free"] + mem["host_in_tree"] == mem["host_total"], mem
+    assert 0 <= mem["host_duplicates"] <= mem["host_in_tree"], mem
     kv = stats["host_kv"]
     assert kv["hits"] > 0 and kv["bytes_h2d"] > 0 and kv["bytes_d2h"] > 0
     print(f"\n1,000 requests, 20 agents, host tier: {kv}")

@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from scalesim.engine.sglang.eviction import AgentDistanceStrategy
+from scalesim.engine.sglang.host_tier import duplicate_tokens
 from scalesim.engine.sglang.kv_prefetch import prefetcher
 from scalesim.engine.sglang.scheduler_state import current
 from scalesim.policy.eviction import admits
@@ -97,7 +98,7 @@ def declined_tokens(cache: Any, action: Any) -> int:
         return 0
     nodes = [core.node_by_id(node_id) for node_id in action.node_ids]
     need = sum(len(node.key) for node in nodes if not node.backuped)
-    room = controller.mem_pool_host.available_size() + _host_duplicate_tokens(core)
+    room = controller.mem_pool_host.available_size() + duplicate_tokens(core)  # SGLang reclaims these first
     if room >= need:
         return 0
     # A heap popped lazily, as SGLang's own host eviction walks it: `admits` usually stops
@@ -106,16 +107,3 @@ def declined_tokens(cache: Any, action: Any) -> int:
     heapq.heapify(heap)
     candidates = (heapq.heappop(heap) for _ in range(len(heap)))
     return 0 if admits(strategy.get_priority(nodes[-1]), candidates, room, need) else need
-
-
-def _host_duplicate_tokens(core: Any) -> int:
-    """Host copies of prefixes also on the device: SGLang reclaims these first under host pressure,
-    so they are room, not candidates."""
-    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
-
-    tokens = 0
-    for node in core.full_host_duplicates.values():
-        data = node.component_data[ComponentType.FULL]
-        if data.value is not None and data.host_value is not None:
-            tokens += len(data.host_value)
-    return tokens

@@ -32,6 +32,26 @@ CPU_HICACHE_DEFAULTS: tuple[tuple[str, str], ...] = (
 PLUGIN_HICACHE_DEFAULTS: tuple[tuple[str, str], ...] = (("--hicache-write-policy", "write_back"),)
 
 
+def duplicate_tokens(core: Any, *, reclaimable: bool = False) -> int:
+    """Host tokens of prefixes also on the device: written back, a prefix loaded from host memory
+    keeps its host copy until host memory needs the room, and SGLang reclaims these first then.
+    `reclaimable`: only those it can free now (no transfer in flight, no host lock)."""
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    can_free = core._can_reclaim_full_host_duplicate if reclaimable else None
+    tokens = 0
+    for node in list(core.full_host_duplicates.values()):
+        data = node.component_data[ComponentType.FULL]
+        if data.value is not None and data.host_value is not None and (can_free is None or can_free(node)):
+            tokens += len(data.host_value)
+    return tokens
+
+
+def host_room(cache: Any) -> int:
+    """Host tokens a write-back can have now: free, plus the duplicates SGLang can reclaim."""
+    return cache.cache_controller.mem_pool_host.available_size() + duplicate_tokens(cache.tree_core, reclaimable=True)
+
+
 def alloc_host_buffer_cpu(
     dims: tuple,
     dtype: Any,

@@ -52,6 +52,7 @@ from typing import Any
 
 from scalesim.engine.sglang.counters import TierCounters
 from scalesim.engine.sglang.device_copy import copier_for
+from scalesim.engine.sglang.host_tier import host_room
 from scalesim.engine.sglang.scheduler_state import current, guarded
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class KVPrefetcher:
             fits, written = self._room(cache, tokens, distance)
             if not fits:
                 continue
-            if written > _host_room(cache) and controller.ack_load_queue:
+            if written > host_room(cache) and controller.ack_load_queue:
                 self._rescan = True  # its host copy frees up once loaded (see "Swap, do not drop")
                 break
             if not cache.load_back(node.id):
@@ -223,22 +224,6 @@ def _host_only_tokens(node: Any) -> int:
         tokens += len(node.key)
         node = node.parent
     return tokens
-
-
-def _host_room(cache: Any) -> int:
-    """Host tokens a write-back can have now: free, plus duplicates (prefixes also on the device)
-    SGLang may reclaim (no transfer in flight, no host lock): it reclaims those first."""
-    core = cache.tree_core
-    room = cache.cache_controller.mem_pool_host.available_size()
-    reclaimable = getattr(core, "_can_reclaim_full_host_duplicate", None)
-    if reclaimable is None:
-        return room
-    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
-
-    for node in list(core.full_host_duplicates.values()):
-        if reclaimable(node):
-            room += len(node.component_data[ComponentType.FULL].host_value)
-    return room
 
 
 def _order_after_load(controller: Any, producer: int) -> None:

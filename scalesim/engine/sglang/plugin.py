@@ -104,6 +104,7 @@ def memory_usage(scheduler: Any) -> dict[str, int | str | None]:
     if host is not None:
         out["host_total"], out["host_free"] = int(host.size), int(host.available_size())
         out["host_in_tree"] = _host_tokens_in_tree(cache)
+        out["host_duplicates"] = _host_duplicates(cache)
         out["host_write_policy"] = controller.write_policy
     return out
 
@@ -125,6 +126,15 @@ def _host_tokens_in_tree(cache: Any) -> int | None:
             total += len(host_value)
         stack.extend(node.children.values())
     return total
+
+
+def _host_duplicates(cache: Any) -> int | None:
+    """Host tokens of prefixes also on the device (with write-back, room the tiers hold twice
+    until SGLang reclaims it); None with the Rust tree core."""
+    try:
+        return host_tier.duplicate_tokens(cache.tree_core)
+    except (NotImplementedError, AttributeError):
+        return None
 
 
 def report_plugin_state(result: Any, scheduler: Any, *args: Any, **kwargs: Any) -> Any:

@@ -79,7 +79,8 @@ class TreeNode:
 
         self.id, self.parent, self.key, self.children = next(self._ids), parent, [0] * tokens, {}
         self.evicted, self.backuped = not on_device, on_host
-        self.component_data = {ComponentType.FULL: SimpleNamespace(host_value=[0] * tokens if on_host else None)}
+        self.component_data = {ComponentType.FULL: SimpleNamespace(value=[0] * tokens if on_device else None,
+                                                                  host_value=[0] * tokens if on_host else None)}
         if parent is not None:
             parent.children[self.id] = self
 
@@ -134,13 +135,16 @@ def test_device_room_takes_farther_agents_chains_and_counts_the_tokens_host_memo
 
 
 def test_host_room_is_free_memory_plus_the_duplicates_sglang_can_reclaim(monkeypatch):
-    from scalesim.engine.sglang.kv_prefetch import _host_room
+    from scalesim.engine.sglang.host_tier import duplicate_tokens, host_room
 
     state, root, node = _world(monkeypatch, {})
     settled = node("a", 700, on_host=True)
     loading = node("b", 900, on_host=True)  # its load is in flight: not reclaimable yet
-    cache = _cache(state, leaves=[], device_free=0, host_free=100, duplicates=[(settled, True), (loading, False)])
-    assert _host_room(cache) == 800
+    gone = node("c", 50, on_device=False, on_host=True)  # a stale entry: no longer on the device
+    cache = _cache(state, leaves=[], device_free=0, host_free=100,
+                   duplicates=[(settled, True), (loading, False), (gone, True)])
+    assert host_room(cache) == 800
+    assert duplicate_tokens(cache.tree_core) == 1600
 
 
 def test_a_load_whose_victims_host_memory_cannot_take_waits_for_the_load_in_flight(monkeypatch):
