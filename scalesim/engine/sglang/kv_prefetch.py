@@ -132,6 +132,7 @@ class KVPrefetcher:
         self._scanned_pushes = state.pushes_applied
         self._rescan = False
         budget = int(MAX_HELD_FRACTION * scheduler.max_total_num_tokens) - sum(h.tokens for h in self.held.values())
+        order = None  # the device's eviction order, sorted once per scan and again after each load
         for agent, distance in state.table.within(LOOKAHEAD):
             if budget <= 0:
                 break
@@ -143,7 +144,9 @@ class KVPrefetcher:
             tokens = _host_only_tokens(node)
             if tokens > budget:
                 continue
-            fits, written = self._room(cache, tokens, distance)
+            if order is None:
+                order = _eviction_order(cache)
+            fits, written = self._room(cache, tokens, distance, order)
             if not fits:
                 continue
             if written > host_room(cache) and controller.ack_load_queue:
@@ -151,6 +154,7 @@ class KVPrefetcher:
                 break
             if not cache.load_back(node.id):
                 continue
+            order = None  # the load evicted some of it
             self.prefetching = True
             try:
                 producer = cache.ready_to_load_host_cache()
@@ -176,11 +180,11 @@ class KVPrefetcher:
                 self.counters.add("prefetch_wasted")
 
     @staticmethod
-    def _room(cache: Any, tokens: int, distance: float) -> tuple[bool, int]:
+    def _room(cache: Any, tokens: int, distance: float, order: list[Any]) -> tuple[bool, int]:
         """Whether free device memory plus evictable state of farther agents covers `tokens`,
         and how many of the tokens evicted for it have no host copy: with the host tier written
-        back, making room copies those to host memory. Victims in SGLang's order (the strategy's
-        priority); evicting a leaf exposes its parent, so the chain goes with it."""
+        back, making room copies those to host memory. Victims in `order` (`_eviction_order`);
+        evicting a leaf exposes its parent, so the chain goes with it."""
         from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
 
         room = cache._component_available_size(ComponentType.FULL)
@@ -188,9 +192,8 @@ class KVPrefetcher:
             return True, 0
         write_back = getattr(cache.cache_controller, "write_policy", None) == "write_back"
         state = current()
-        priority = cache.tree_core.eviction_strategy.get_priority
         written = 0
-        for _, _, leaf in sorted((priority(leaf), leaf.id, leaf) for leaf in cache.tree_core.evictable_device_leaves):
+        for leaf in order:
             node = leaf
             while (node.parent is not None and not node.evicted and len(node.children) <= 1
                    and state.node_distance(node) > distance):
@@ -201,6 +204,13 @@ class KVPrefetcher:
             if room >= tokens:
                 return True, written
         return False, written
+
+
+def _eviction_order(cache: Any) -> list[Any]:
+    """The device's evictable leaves in the order SGLang evicts them (the strategy's priority)."""
+    priority = cache.tree_core.eviction_strategy.get_priority
+    return [leaf for _, _, leaf in sorted((priority(leaf), leaf.id, leaf)
+                                          for leaf in cache.tree_core.evictable_device_leaves)]
 
 
 def _batch_empty(batch: Any) -> bool:

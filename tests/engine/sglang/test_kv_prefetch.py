@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from scalesim.engine.sglang.kv_prefetch import KVPrefetcher, _host_anchor, _host_only_tokens
+from scalesim.engine.sglang.kv_prefetch import KVPrefetcher, _eviction_order, _host_anchor, _host_only_tokens
 
 
 class Node:
@@ -124,7 +124,12 @@ def test_device_room_takes_farther_agents_chains_and_counts_the_tokens_host_memo
     mid = node("mid", 500, on_host=True)
     near = node("near", 1000)
     cache = _cache(state, leaves=[far, mid, near], device_free=50, host_free=0)
-    room = KVPrefetcher._room
+    order = _eviction_order(cache)
+    assert order == [far, mid, near]
+
+    def room(cache, tokens, distance):
+        return KVPrefetcher._room(cache, tokens, distance, order)
+
     assert room(cache, 40, 1.0) == (True, 0)  # free memory is enough
     assert room(cache, 500, 1.0) == (True, 300)  # the farthest chain: its leaf has no host copy
     assert room(cache, 1000, 1.0) == (True, 300)  # then the next farthest, already on host
