@@ -149,7 +149,8 @@ class KVPrefetcher:
             fits, written = self._room(cache, tokens, distance, order)
             if not fits:
                 continue
-            if written > host_room(cache) and controller.ack_load_queue:
+            # Cheap tests first: `host_room` walks SGLang's duplicates.
+            if written and controller.ack_load_queue and written > host_room(cache):
                 self._rescan = True  # its host copy frees up once loaded (see "Swap, do not drop")
                 break
             if not cache.load_back(node.id):
