@@ -47,10 +47,11 @@ class SchedulerState:
         self.counters = AgentCounters()
         self._agent_of_rid: OrderedDict[str, str] = OrderedDict()
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-        self._latest: dict[str, weakref.ref] = {}  # agent -> the node its latest checkpoint ended at
+        # agent -> the path its latest checkpoint ended at (`_path_refs`: deepest node first)
+        self._latest: dict[str, list[weakref.ref]] = {}
         self._stale: weakref.WeakSet[Any] = weakref.WeakSet()  # owned once, left by every owner
-        # agent -> where its latest finished call ended, and that call's prompt length
-        self._ended: dict[str, tuple[weakref.ref, int]] = {}
+        # agent -> the path of its latest finished call (deepest first), and that call's prompt length
+        self._ended: dict[str, tuple[list[weakref.ref], int]] = {}
         self._prefix: dict[str, weakref.ref] = {}  # agent -> end of the prefix its last two calls shared
         self._tails: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes of agents' latest call tails
         self._tail_of: dict[str, list[weakref.ref]] = {}  # agent -> its nodes in `_tails`
@@ -160,9 +161,8 @@ class SchedulerState:
         first (`UNKNOWN`), before any agent's prefix. Otherwise a near agent's dead tails,
         one per call, would outlive far agents' prefixes in both tiers. A path that extends
         the previous one (a multi-turn conversation) leaves nothing behind."""
-        ref = self._latest.get(agent)
-        self._latest[agent] = weakref.ref(latest)
-        previous = ref() if ref is not None else None
+        previous = _deepest_alive(self._latest.get(agent, ()))
+        self._latest[agent] = _path_refs(latest)
         if previous is None or previous is latest:
             return
         on_path = _ancestors(latest)
@@ -195,9 +195,9 @@ class SchedulerState:
             if node is not None:
                 self._tails.discard(node)
         ended = self._ended.get(agent)
-        base = ended[0]() if ended is not None else None
+        base = _deepest_alive(ended[0]) if ended is not None else None
         if req.finished():
-            self._ended[agent] = (weakref.ref(latest), len(req.origin_input_ids))
+            self._ended[agent] = (_path_refs(latest), len(req.origin_input_ids))
         if base is None:
             return
         on_base = _ancestors(base)
@@ -277,6 +277,29 @@ class SchedulerState:
                if self.tree_timing else {}),
             **self.counters.report(),
         }
+
+
+def _path_refs(node: Any) -> list[weakref.ref]:
+    """Weak references to `node` and its ancestors below the root, deepest first."""
+    refs = []
+    while node is not None and node.parent is not None:
+        refs.append(weakref.ref(node))
+        node = node.parent
+    return refs
+
+
+def _deepest_alive(refs: Any) -> Any:
+    """The deepest node of a path recorded by `_path_refs` that still exists. Eviction takes
+    leaves first, so a call's end (its answer, a tail: evicted first by design) is often gone by
+    the agent's next call while the rest of its path remains: the fork and the branch to leave
+    behind are found from what remains. With only the end node recorded, a dead end hid the
+    fork, so the next call's tail kept the agent's distance, and the surviving part of the old
+    branch got it back (debate, 200 agents: some 14,000 tokens of such tails held in the tiers)."""
+    for ref in refs:
+        node = ref()
+        if node is not None:
+            return node
+    return None
 
 
 def _ancestors(node: Any) -> set[Any]:

@@ -102,6 +102,30 @@ def test_a_calls_tail_past_the_shared_prefix_is_marked_until_the_next_call(state
     assert state.prefix_node("a") is None and not state._tails
 
 
+def test_the_fork_is_found_when_the_previous_calls_end_was_evicted(state):
+    """Tails go first, so the previous call's answer (the end of its path) is often evicted and
+    gone by the agent's next call. The next call still forks below the prefix: its own part is a
+    tail, and what remains of the previous branch (its situation) is stale, not the agent's."""
+    root = Node(None)
+    prefix = Node(root, tokens=1500)
+    s1, s2, s3 = Node(prefix, 150), Node(prefix, 150), Node(prefix, 150)
+    a1, a2 = Node(s1, 32), Node(s2, 32)
+    state.table.update({"a": 1.0}, 1)
+    for rid, situation, answer in (("r1", s1, a1), ("r2", s2, a2)):
+        state.announce(rid, "a", 0.0)
+        state.tag_path(Req(rid, prompt=1650, finished=False), situation)
+        state.tag_path(Req(rid, prompt=1650), answer)
+    assert [state.node_distance(n) for n in (prefix, s2, a2)] == [1.0, UNKNOWN, UNKNOWN]
+    state.on_evict(a2, 32)
+    del a1, a2, answer  # evicted from both tiers: the tree no longer holds them
+    gc.collect()
+    state.announce("r3", "a", 0.0)
+    state.tag_path(Req("r3", prompt=1650, finished=False), s3)
+    assert state.prefix_node("a") is prefix
+    assert s3 in state._tails and s2 in state._stale and s2 not in state._owners
+    assert [state.node_distance(n) for n in (prefix, s2, s3)] == [1.0, UNKNOWN, UNKNOWN]
+
+
 def test_a_conversation_turn_is_no_tail_even_where_the_answer_was_tokenized_anew(state):
     """The next turn holds the whole previous prompt (1,650 tokens) and most of its answer: the
     path forks 30 tokens into the answer (`said`), below the previous prompt, so nothing is a
