@@ -161,7 +161,7 @@ class SchedulerState:
         first (`UNKNOWN`), before any agent's prefix. Otherwise a near agent's dead tails,
         one per call, would outlive far agents' prefixes in both tiers. A path that extends
         the previous one (a multi-turn conversation) leaves nothing behind."""
-        previous = _deepest_alive(self._latest.get(agent, ()))
+        previous, _ = _deepest_alive(self._latest.get(agent, ()))
         self._latest[agent] = _path_refs(latest)
         if previous is None or previous is latest:
             return
@@ -195,7 +195,7 @@ class SchedulerState:
             if node is not None:
                 self._tails.discard(node)
         ended = self._ended.get(agent)
-        base = _deepest_alive(ended[0]) if ended is not None else None
+        base, whole = _deepest_alive(ended[0]) if ended is not None else (None, False)
         if req.finished():
             self._ended[agent] = (_path_refs(latest), len(req.origin_input_ids))
         if base is None:
@@ -209,6 +209,12 @@ class SchedulerState:
         fork = node
         if fork is None or fork.parent is None or _depth(fork) >= ended[1]:
             self._prefix.pop(agent, None)
+            return
+        if fork is base and not whole:
+            # This call passes through what remains of the previous one, whose lower part is
+            # gone: where the two part is unknown. (A node boundary there may be only where a
+            # chunked prefill stopped; taken for the fork, it marked the rest of the agent's
+            # prefix as a tail at every call, evicted first, recomputed every call.)
             return
         self._prefix[agent] = weakref.ref(fork)
         owners = self._owners
@@ -288,18 +294,19 @@ def _path_refs(node: Any) -> list[weakref.ref]:
     return refs
 
 
-def _deepest_alive(refs: Any) -> Any:
-    """The deepest node of a path recorded by `_path_refs` that still exists. Eviction takes
-    leaves first, so a call's end (its answer, a tail: evicted first by design) is often gone by
-    the agent's next call while the rest of its path remains: the fork and the branch to leave
-    behind are found from what remains. With only the end node recorded, a dead end hid the
-    fork, so the next call's tail kept the agent's distance, and the surviving part of the old
-    branch got it back (debate, 200 agents: some 14,000 tokens of such tails held in the tiers)."""
-    for ref in refs:
+def _deepest_alive(refs: Any) -> tuple[Any, bool]:
+    """The deepest node of a path recorded by `_path_refs` that still exists (None if none), and
+    whether it is the path's end. Eviction takes leaves first, so a call's end (its answer, a
+    tail: evicted first by design) is often gone by the agent's next call while the rest of its
+    path remains: the fork and the branch to leave behind are found from what remains. With only
+    the end node recorded, a dead end hid the fork, so the next call's tail kept the agent's
+    distance, and the surviving part of the old branch got it back (debate, 200 agents: some
+    14,000 tokens of such tails held in the tiers)."""
+    for i, ref in enumerate(refs):
         node = ref()
         if node is not None:
-            return node
-    return None
+            return node, i == 0
+    return None, False
 
 
 def _ancestors(node: Any) -> set[Any]:

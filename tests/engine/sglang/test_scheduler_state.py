@@ -126,6 +126,30 @@ def test_the_fork_is_found_when_the_previous_calls_end_was_evicted(state):
     assert [state.node_distance(n) for n in (prefix, s2, s3)] == [1.0, UNKNOWN, UNKNOWN]
 
 
+def test_no_fork_where_a_call_passes_through_what_remains_of_the_previous_one(state):
+    """A prefix computed in two prefill chunks is two nodes (`head`, 274 tokens, and `rest`).
+    When the previous call's path lost everything below `head`, the next call passes through
+    `head`: the paths may part anywhere below it, so nothing is marked. (Taking `head` for the
+    fork marked the rest of the prefix as a tail at every call: evicted first, never kept.)"""
+    root = Node(None)
+    head = Node(root, tokens=274)
+    rest = Node(head, 1300)
+    answer = Node(rest, 30)
+    state.table.update({"a": 2.0}, 1)
+    state.announce("r1", "a", 0.0)
+    state.tag_path(Req("r1", prompt=1620, finished=False), head)  # first chunk
+    state.tag_path(Req("r1", prompt=1620), answer)
+    state.on_evict(answer, 30)
+    state.on_evict(rest, 1300)
+    del rest, answer
+    gc.collect()
+    rest2 = Node(head, 1300)
+    state.announce("r2", "a", 0.0)
+    state.tag_path(Req("r2", prompt=1620, finished=False), rest2)
+    assert state.prefix_node("a") is None and not state._tails
+    assert [state.node_distance(n) for n in (head, rest2)] == [2.0, 2.0]
+
+
 def test_a_conversation_turn_is_no_tail_even_where_the_answer_was_tokenized_anew(state):
     """The next turn holds the whole previous prompt (1,650 tokens) and most of its answer: the
     path forks 30 tokens into the answer (`said`), below the previous prompt, so nothing is a
