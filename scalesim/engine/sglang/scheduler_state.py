@@ -210,11 +210,12 @@ class SchedulerState:
         if fork is None or fork.parent is None or _depth(fork) >= ended[1]:
             self._prefix.pop(agent, None)
             return
-        if fork is base and not whole:
+        if fork is base and not whole and fork is not self.prefix_node(agent):
             # This call passes through what remains of the previous one, whose lower part is
-            # gone: where the two part is unknown. (A node boundary there may be only where a
-            # chunked prefill stopped; taken for the fork, it marked the rest of the agent's
-            # prefix as a tail at every call, evicted first, recomputed every call.)
+            # gone: where the two part is unknown, unless that is where the agent's calls
+            # parted before (its tail was evicted first, as it should be). A node boundary
+            # elsewhere may be only where a chunked prefill stopped: taken for the fork, it
+            # marked the rest of the agent's prefix as a tail at every call, evicted first.
             return
         self._prefix[agent] = weakref.ref(fork)
         owners = self._owners

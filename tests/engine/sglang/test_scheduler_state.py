@@ -124,6 +124,18 @@ def test_the_fork_is_found_when_the_previous_calls_end_was_evicted(state):
     assert state.prefix_node("a") is prefix
     assert s3 in state._tails and s2 in state._stale and s2 not in state._owners
     assert [state.node_distance(n) for n in (prefix, s2, s3)] == [1.0, UNKNOWN, UNKNOWN]
+    # The whole tail of the third call goes; the fourth passes through the agent's known fork.
+    a3 = Node(s3, 32)
+    state.tag_path(Req("r3", prompt=1650), a3)
+    state.on_evict(a3, 32)
+    state.on_evict(s3, 150)
+    del s2, a3, s3
+    gc.collect()
+    s4 = Node(prefix, 150)
+    state.announce("r4", "a", 0.0)
+    state.tag_path(Req("r4", prompt=1650, finished=False), s4)
+    assert state.prefix_node("a") is prefix and s4 in state._tails
+    assert [state.node_distance(n) for n in (prefix, s4)] == [1.0, UNKNOWN]
 
 
 def test_no_fork_where_a_call_passes_through_what_remains_of_the_previous_one(state):
