@@ -52,7 +52,7 @@ class SchedulerState:
         self._stale: weakref.WeakSet[Any] = weakref.WeakSet()  # owned once, left by every owner
         # agent -> the path of its latest finished call (deepest first), and that call's prompt length
         self._ended: dict[str, tuple[list[weakref.ref], int]] = {}
-        self._prefix: dict[str, weakref.ref] = {}  # agent -> end of the prefix its last two calls shared
+        self._prefix: dict[str, weakref.ref] = {}  # agent -> where its calls last parted (its shared prefix's end)
         self._tails: weakref.WeakSet[Any] = weakref.WeakSet()  # nodes of agents' latest call tails
         self._tail_of: dict[str, list[weakref.ref]] = {}  # agent -> its nodes in `_tails`
         self.hook_errors = 0
@@ -150,10 +150,11 @@ class SchedulerState:
             else:
                 got.add(agent)
             node = node.parent
-        self._leave_stale_branch(agent, latest)
-        self._mark_tail(agent, latest, req)
+        path = _path_refs(latest)  # recorded for the agent's next call by both
+        self._leave_stale_branch(agent, latest, path)
+        self._mark_tail(agent, latest, req, path)
 
-    def _leave_stale_branch(self, agent: str, latest: Any) -> None:
+    def _leave_stale_branch(self, agent: str, latest: Any, path: list[weakref.ref]) -> None:
         """The agent's state is the path of its latest checkpoint. Where that path left the
         previous one (a simulation agent's prompt is its private prefix plus a new situation
         each call), the previous branch below the fork (the old situation and answer) is not
@@ -162,7 +163,7 @@ class SchedulerState:
         one per call, would outlive far agents' prefixes in both tiers. A path that extends
         the previous one (a multi-turn conversation) leaves nothing behind."""
         previous, _ = _deepest_alive(self._latest.get(agent, ()))
-        self._latest[agent] = _path_refs(latest)
+        self._latest[agent] = path
         if previous is None or previous is latest:
             return
         on_path = _ancestors(latest)
@@ -177,7 +178,7 @@ class SchedulerState:
                     self._stale.add(node)
             node = node.parent
 
-    def _mark_tail(self, agent: str, latest: Any, req: Any) -> None:
+    def _mark_tail(self, agent: str, latest: Any, req: Any, path: list[weakref.ref]) -> None:
         """Rank the agent's latest call past its shared prefix (`node_distance`: `UNKNOWN`).
 
         The fork is where this call's path leaves the path of the agent's previous finished
@@ -197,7 +198,7 @@ class SchedulerState:
         ended = self._ended.get(agent)
         base, whole = _deepest_alive(ended[0]) if ended is not None else (None, False)
         if req.finished():
-            self._ended[agent] = (_path_refs(latest), len(req.origin_input_ids))
+            self._ended[agent] = (path, len(req.origin_input_ids))
         if base is None:
             return
         on_base = _ancestors(base)
