@@ -24,6 +24,7 @@ from scalesim import paths
 from scalesim.bench import report
 from scalesim.bench.systems import Budget, System, select
 from scalesim.bench.workloads import Simulation, WorkloadParams, make
+from scalesim.bench.workloads.base import callers_per_step
 from scalesim.bench.workloads.replay import Replay
 from scalesim.client import AgentSpec, AsyncScaleSimClient
 from scalesim.trace.format import TraceRecord, read_trace, write_trace
@@ -104,8 +105,12 @@ class Bench:
         sims = {w: self._make(w) for w in config.workloads if w != Replay.name or config.trace is not None}
         self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
         p = config.params
+        # The built simulations are not run (each system gets a fresh one): a dry run of each
+        # finds its busiest step. The replay of the plan town's own trace has its schedule.
+        peak = max((max(callers_per_step(s), default=0) for s in sims.values()), default=0)
         self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents,
-                                tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens, kv_tokens=config.kv_tokens)
+                                tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens, kv_tokens=config.kv_tokens,
+                                peak_callers=peak)
         self.adapter_paths = self._adapters() if config.adapters else []
 
     def _make(self, workload: str) -> Simulation:

@@ -114,6 +114,9 @@ def test_budget_holds_the_working_set_plus_the_resident_share():
     fixed = Budget.of([1000, 2000, 1500, 1200], active=1, resident=2, tail_tokens=100, output_tokens=32,
                       kv_tokens=3000)
     assert (fixed.kv_tokens, fixed.unlimited_kv_tokens, fixed.adapter_slots) == (3000, 7832, 2)
+    busy = Budget.of([1000, 2000, 1500, 1200], active=1, resident=2, tail_tokens=100, output_tokens=32,
+                     peak_callers=3)
+    assert (busy.kv_tokens, busy.adapter_slots) == (b.kv_tokens, 3)  # a busy step needs a slot per caller
     with pytest.raises(ValueError, match="--kv-tokens 2000 is below the working set of one step \\(2132 tokens"):
         Budget.of([1000, 2000], active=1, resident=1, tail_tokens=100, output_tokens=32, kv_tokens=2000)
 

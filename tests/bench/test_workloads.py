@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scalesim.bench.workloads import WORKLOADS, WorkloadParams, make
-from scalesim.bench.workloads.base import estimate_tokens
+from scalesim.bench.workloads.base import callers_per_step, estimate_tokens
 from scalesim.bench.workloads.debate import Debate
 from scalesim.distance.estimators import Walker
 
@@ -110,3 +110,17 @@ def test_spatial_town_hints_only_the_agent_that_will_greet_an_arrival():
         sim.observe(2, agent, "fine")
     sim.distances(3)
     assert [call.agent for call in sim.calls(3)] == [b, d]  # the hinted greeter is the one who greets
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_a_dry_run_counts_the_callers_of_every_step(name):
+    params = WorkloadParams(agents=40, steps=12, seed=3, prefix_tokens=(50, 80))
+    assert callers_per_step(make(name, params)) == [len(step) for step in _run(name, params)]
+
+
+def test_the_busiest_step_can_exceed_the_active_share():
+    # The budget's adapter slots take the busiest step, not the average (the figure docs cite).
+    params = WorkloadParams(agents=200, steps=26, prefix_tokens=(20, 30))
+    counts = callers_per_step(make("social_network", params))
+    assert (params.active_agents, max(counts), counts.index(max(counts))) == (40, 61, 23)
+    assert callers_per_step(make("debate", params)) == [40] * 26

@@ -117,3 +117,23 @@ class Simulation(abc.ABC):
 
     def end_step(self, step: int) -> None:
         """All of the step's answers are in."""
+
+
+# What a dry run answers every call with: who calls when never depends on the text.
+_DRY_ANSWER = "(dry run)"
+
+
+def callers_per_step(sim: Simulation) -> list[int]:
+    """How many agents call in each step of `sim`, found by running its schedule with a
+    placeholder answer (consumes `sim`: build a fresh one to run). The active share is an
+    average: a step of the social network or the plan town can have half as many callers again,
+    and a budget sized for the average would make that step's requests wait for room."""
+    counts = []
+    for k in range(sim.n_steps):
+        sim.distances(k)
+        calls = sim.calls(k)
+        for call in calls:
+            sim.observe(k, call.agent, _DRY_ANSWER)
+        sim.end_step(k)
+        counts.append(len(calls))
+    return counts
