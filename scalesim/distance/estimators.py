@@ -165,6 +165,8 @@ class ActivationPathEstimator:
         """Start a new step with `agents` as the front."""
         self._done |= self._front
         self._front = set(agents)
+        if self.share is not None:
+            return  # distances come from the front and the activated set alone (`_expected`)
         # Spreading once, only the front spreads: distances start afresh from it, and paths
         # do not pass through agents that have already spoken.
         blocked = self._done if self.spread_once else frozenset()
