@@ -158,3 +158,45 @@ def test_learned_distances_keep_the_agents_due_next_without_any_hint(pressure_se
     cached = [s.generate(a, tail=TAIL + r) for r in range(4) for a in "ABCD"]
     assert cached[:8] == [0] * 8  # cold, then one request per agent: nothing learned yet
     assert sum(c > 0 for c in cached[8:]) >= 4, cached
+
+
+def test_a_first_chat_calls_situation_goes_before_any_agents_prefix(pressure_server):
+    """On the chat route the prefix of a first call is known: the messages before the last
+    (`chat_prefix`). A, B and C call once (a 150-token persona, a 150-token situation); D,
+    nearest, then needs room. The three situations and answers go first, as tails; without the
+    boundary C's whole first call went (farthest), and its next call found nothing."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(paths.tiny_model_path()))
+    s = Session(pressure_server, f"chat-{pressure_server.cache_kind}")
+    words = ("alpha", "baker", "river", "stone", "market", "lamp", "garden", "tower")
+
+    def text(seed: str, n: int) -> str:
+        rng = random.Random(seed)
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    def messages(agent: str, turn: int) -> list[dict]:
+        return [{"role": "system", "content": f"{agent}: " + text(f"{s.name}/{agent}", 38)},
+                {"role": "user", "content": text(f"{s.name}/{agent}/{turn}", 38)}]
+
+    def chat(agent: str, turn: int) -> int:
+        body = {"model": "tiny", "messages": messages(agent, turn), "max_tokens": 3, "temperature": 0,
+                "agent_id": f"{s.name}/{agent}"}
+        resp = requests.post(s.server.base_url + "/v1/chat/completions", json=body, timeout=120)
+        resp.raise_for_status()
+        return resp.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    def persona_tokens(agent: str) -> int:
+        out = tokenizer.apply_chat_template(messages(agent, 0)[:1], tokenize=True)
+        return len(out if isinstance(out, list) else out["input_ids"])
+
+    s.push({"A": 1.0, "B": 2.0, "C": 3.0, "D": 0.0})
+    before = scheduler_stats(pressure_server)["evicted_tokens_by_reason"]
+    assert all(cached < 10 for cached in [chat(a, 0) for a in "ABCD"])  # the template's header only
+    after = scheduler_stats(pressure_server)["evicted_tokens_by_reason"]
+    assert after["tail"] > before["tail"] and after["farthest"] == before["farthest"]
+    for a in "CBA":  # each agent's persona is still there for its next call
+        assert chat(a, 1) >= persona_tokens(a)
+    stats = requests.get(s.server.base_url + "/scalesim/v1/stats", timeout=30).json()
+    assert stats["http"]["chat_prefixes_rendered"] >= 4 and stats["http"]["chat_prefixes_failed"] == 0
+    assert scheduler_stats(pressure_server)["hook_errors"] == 0

@@ -112,13 +112,31 @@ def after_checkpoint(result: Any, cache: Any, req: Any, *args: Any, **kwargs: An
             # nothing to do, as no policy of ours reads ownership there.
             return
     state = current()
-    state.tag_path(req, node)
+    prefix = state.first_call_prefix(req)
+    if prefix is not None and node is not None:
+        prefix = _split_at(cache, req, prefix)
+    state.tag_path(req, node, prefix)
     agent = state.agent_of(req)
     adapters().note_request(agent, getattr(req, "lora_id", None))
     if agent is not None and node is not None:
         # Load ahead the agent's shared prefix, not the call tail past it: the next call
         # does not read the tail, which goes first in both tiers (`SchedulerState._mark_tail`).
         prefetcher().note(cache, agent, state.prefix_node(agent) or node)
+
+
+def _split_at(cache: Any, req: Any, tokens: int) -> int | None:
+    """Make the first `tokens` of the request's prompt end at a node boundary, so its tail can
+    be evicted without its prefix: SGLang's own `touch_prefix` walk splits the node a key ends
+    inside, as a prefix match does, and applies the split's actions (a pending write-back).
+    Returns the boundary (page-aligned) or None where there is none to make."""
+    from sglang.srt.mem_cache.radix_cache import RadixKey
+
+    page = max(int(getattr(cache, "page_size", 1) or 1), 1)
+    tokens -= tokens % page
+    if tokens <= 0 or getattr(getattr(cache, "tree_core", cache), "is_eagle", False):
+        return None  # EAGLE trees key token pairs: not a path we split
+    cache.touch_prefix(RadixKey(req.origin_input_ids, req.extra_key, limit=tokens, cache_salt=req.cache_salt))
+    return tokens
 
 
 @guarded

@@ -28,6 +28,9 @@ class ScaleSimAgentReq(BaseReq, kw_only=True):
     request_id: str
     agent_id: str
     time: float  # the HTTP process's monotonic clock: every TP rank learns from the same times
+    # A chat prompt's length before its last message, and its last token ids (`chat_prefix`)
+    prefix_tokens: Optional[int] = None
+    prefix_last_ids: Optional[list[int]] = None
 
 
 class ScaleSimRegisterReq(BaseReq, kw_only=True):

@@ -24,6 +24,7 @@ from scalesim.engine.sglang import (
     lora_slots,
     targets,
 )
+from scalesim.engine.sglang.chat_prefix import PromptPrefix
 from scalesim.engine.sglang.messages import (
     ScaleSimAgentReq,
     ScaleSimDistancesReq,
@@ -168,7 +169,10 @@ def add_scheduler_handlers(result: Any, scheduler: Any, *args: Any, **kwargs: An
         state.apply(req.epoch, req.distances, replace=req.replace, ttl=req.ttl)
 
     def on_agent(req: ScaleSimAgentReq) -> None:
-        state.announce(req.request_id, req.agent_id, req.time)
+        prefix = None
+        if req.prefix_tokens is not None and req.prefix_last_ids:
+            prefix = PromptPrefix(req.prefix_tokens, tuple(req.prefix_last_ids))
+        state.announce(req.request_id, req.agent_id, req.time, prefix)
 
     def on_register(req: ScaleSimRegisterReq) -> None:
         lora_slots.tracker().register(req.adapters)

@@ -33,7 +33,8 @@ from fastapi.responses import JSONResponse
 from scalesim.distance import DistanceError, DistanceTable, validate_distances
 from scalesim.distance.estimators import combine_min
 from scalesim.distance.table import MAX_AGENTS, validate_agent_id
-from scalesim.engine.sglang import PLUGIN_NAME, lora_cpu_tier
+from scalesim.engine.sglang import PLUGIN_NAME, chat_prefix, lora_cpu_tier
+from scalesim.engine.sglang.chat_prefix import ChatPrefixes, PromptPrefix
 from scalesim.engine.sglang.identity import Identity, identify
 from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, ScaleSimRegisterReq
 
@@ -297,14 +298,17 @@ async def get_stats(request: Request) -> JSONResponse:
     states = await _tokenizer_manager().get_internal_state()
     return JSONResponse({
         "http": {"distance_epoch": _table.epoch, "agents_with_distance": len(_table),
-                 "agents_registered": len(_agents.agents), **_history.report(), "lora_cpu": _cpu_tier.report()},
+                 "agents_registered": len(_agents.agents), **_history.report(), "lora_cpu": _cpu_tier.report(),
+                 "chat_prefixes_rendered": _chat_prefixes.rendered if _chat_prefixes else 0,
+                 "chat_prefixes_failed": _chat_prefixes.failed if _chat_prefixes else 0},
         "schedulers": [s.get(PLUGIN_NAME, {}) for s in states],
     })
 
 
-def _announce(obj: dict[str, Any], agent: str) -> bool:
-    """Tell the scheduler which agent the request belongs to, by rid; give the request a rid
-    if it has none. Returns whether `obj` was changed. A malformed rid is left to SGLang."""
+def _announce(obj: dict[str, Any], agent: str, prefix: PromptPrefix | None = None) -> bool:
+    """Tell the scheduler which agent the request belongs to, by rid, and where its prompt's
+    prefix ends when known (`chat_prefix`); give the request a rid if it has none. Returns
+    whether `obj` was changed. A malformed rid is left to SGLang."""
     changed = False
     rid = obj.get("rid")
     if rid is None:
@@ -312,10 +316,29 @@ def _announce(obj: dict[str, Any], agent: str) -> bool:
         changed = True
     rids = [rid] if isinstance(rid, str) else rid if isinstance(rid, list) else []
     dispatch = _tokenizer_manager()._dispatch_to_scheduler
+    tokens, last_ids = (prefix.tokens, list(prefix.last_ids)) if prefix is not None else (None, None)
     for r in rids:
         if isinstance(r, str):
-            dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent, time=time.monotonic()))
+            dispatch(ScaleSimAgentReq(request_id=r, agent_id=agent, time=time.monotonic(),
+                                      prefix_tokens=tokens, prefix_last_ids=last_ids))
     return changed
+
+
+_chat_prefixes: ChatPrefixes | None = None
+
+
+def _chat_prefix(path: str, obj: dict[str, Any]) -> PromptPrefix | None:
+    """A chat request's prompt prefix before its last message (`chat_prefix`); None elsewhere
+    or where the tokenizer manager has no tokenizer (`--skip-tokenizer-init`)."""
+    global _chat_prefixes
+    if path != "/v1/chat/completions":
+        return None
+    if _chat_prefixes is None:
+        tokenizer = getattr(_tokenizer_manager(), "tokenizer", None)
+        if tokenizer is None:
+            return None
+        _chat_prefixes = ChatPrefixes(chat_prefix.renderer(tokenizer))
+    return _chat_prefixes.of(obj.get("messages"))
 
 
 def _use_registered_adapter(obj: dict[str, Any], agent: str) -> bool:
@@ -390,7 +413,7 @@ class IdentityMiddleware:
             _history.record(identity)
             if identity is not None:
                 changed = _use_registered_adapter(obj, identity.agent_id)
-                if _announce(obj, identity.agent_id) or changed:
+                if _announce(obj, identity.agent_id, _chat_prefix(scope["path"], obj)) or changed:
                     body = json.dumps(obj).encode()
                     scope = _with_content_length(scope, len(body))
             adapter = _request_adapter(obj)

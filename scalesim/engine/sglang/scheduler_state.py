@@ -12,7 +12,8 @@ What it holds:
 - which agents own each radix node: a weak side table keyed by node, so a node deleted by
   eviction, a cache flush, or an aborted or retracted request takes its entry with it;
 - each agent's latest call tail (`_mark_tail`): the part of its latest call past the prefix
-  its last two calls shared, ranked with unowned state until the agent's next call;
+  its last two calls shared, or, for a first call on the chat route, past the prompt's messages
+  before the last (`chat_prefix`), ranked with unowned state until the agent's next call;
 - counters for the stats route and Prometheus (`AgentCounters`).
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 from scalesim.distance import DistanceError, DistanceTable
 from scalesim.distance.estimators import LearnedEstimator
+from scalesim.engine.sglang.chat_prefix import PromptPrefix
 from scalesim.engine.sglang.counters import AgentCounters
 from scalesim.policy.eviction import UNKNOWN
 
@@ -46,6 +48,7 @@ class SchedulerState:
         self.learned_enabled = True
         self.counters = AgentCounters()
         self._agent_of_rid: OrderedDict[str, str] = OrderedDict()
+        self._prompt_prefix_of_rid: OrderedDict[str, PromptPrefix] = OrderedDict()
         self._owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
         # agent -> the path its latest checkpoint ended at (`_path_refs`: deepest node first)
         self._latest: dict[str, list[weakref.ref]] = {}
@@ -78,13 +81,16 @@ class SchedulerState:
             self.pushes_rejected += 1
             logger.warning("ScaleSim: distance update rejected in the scheduler: %s", exc)
 
-    def announce(self, rid: str, agent: str, at: float) -> None:
-        """Request `rid` of `agent` arrived at time `at` (the HTTP process's clock); sent just
-        before the request itself."""
-        pending = self._agent_of_rid
-        pending[rid] = agent
-        if len(pending) > MAX_PENDING_RIDS:
-            pending.popitem(last=False)
+    def announce(self, rid: str, agent: str, at: float, prefix: PromptPrefix | None = None) -> None:
+        """Request `rid` of `agent` arrived at time `at` (the HTTP process's clock), its prompt's
+        prefix ending as `prefix` says where the HTTP process knows it; sent just before the
+        request itself."""
+        for pending, value in ((self._agent_of_rid, agent), (self._prompt_prefix_of_rid, prefix)):
+            if value is None:
+                continue
+            pending[rid] = value
+            if len(pending) > MAX_PENDING_RIDS:
+                pending.popitem(last=False)
         self.learned.observe(agent, max(at, self.learned.now))
 
     # -- distances ------------------------------------------------------------------------
@@ -122,20 +128,29 @@ class SchedulerState:
     # -- radix-tree ownership -------------------------------------------------------------
 
     def agent_of(self, req: Any) -> str | None:
-        """The agent announced for `req`. SGLang derives rids for parallel sampling and batches
-        (`<rid>_<i>`), so the announced base rid is looked up too."""
-        rid = req.rid
-        if not isinstance(rid, str):
-            return None
-        agent = self._agent_of_rid.get(rid)
-        if agent is None and "_" in rid:
-            agent = self._agent_of_rid.get(rid.rsplit("_", 1)[0])
-        return agent
+        """The agent announced for `req`."""
+        return _announced(self._agent_of_rid, req)
 
-    def tag_path(self, req: Any, node: Any) -> None:
+    def first_call_prefix(self, req: Any) -> int | None:
+        """Where a finished call's prompt prefix ends, in tokens: announced with the request
+        (`chat_prefix`), the prompt's own tokens there, and nothing left in the tree of the
+        agent's previous call to find it from (the fork, `_mark_tail`). The caller makes it a
+        node boundary before `tag_path`."""
+        prefix = _announced(self._prompt_prefix_of_rid, req)
+        agent = self.agent_of(req)
+        if prefix is None or agent is None or not req.finished():
+            return None
+        ended = self._ended.get(agent)
+        if ended is not None and _deepest_alive(ended[0])[0] is not None:
+            return None
+        return prefix.tokens if prefix.matches(req.origin_input_ids) else None
+
+    def tag_path(self, req: Any, node: Any, prefix_tokens: int | None = None) -> None:
         """Record the request's agent as an owner of every node from `node` (where its
         checkpoint ended) up to the root (the root is never evicted and not tracked), and
-        drop it from the branch its previous checkpoint left (`_leave_stale_branch`)."""
+        drop it from the branch its previous checkpoint left (`_leave_stale_branch`).
+        `prefix_tokens` (`first_call_prefix`, a node boundary on the path): where the call's
+        tail starts when no previous call tells."""
         agent = self.agent_of(req)
         if agent is None or node is None:
             return
@@ -152,7 +167,7 @@ class SchedulerState:
             node = node.parent
         path = _path_refs(latest)  # recorded for the agent's next call by both
         self._leave_stale_branch(agent, latest, path)
-        self._mark_tail(agent, latest, req, path)
+        self._mark_tail(agent, latest, req, path, prefix_tokens)
 
     def _leave_stale_branch(self, agent: str, latest: Any, path: list[weakref.ref]) -> None:
         """The agent's state is the path of its latest checkpoint. Where that path left the
@@ -178,7 +193,8 @@ class SchedulerState:
                     self._stale.add(node)
             node = node.parent
 
-    def _mark_tail(self, agent: str, latest: Any, req: Any, path: list[weakref.ref]) -> None:
+    def _mark_tail(self, agent: str, latest: Any, req: Any, path: list[weakref.ref],
+                   prefix_tokens: int | None = None) -> None:
         """Rank the agent's latest call past its shared prefix (`node_distance`: `UNKNOWN`).
 
         The fork is where this call's path leaves the path of the agent's previous finished
@@ -190,7 +206,9 @@ class SchedulerState:
         prompt (a conversation: the previous answer may be tokenized anew, so the path may
         still fork inside it) reads its whole path again next time, and calls sharing nothing
         tell nothing. Only nodes the agent owns alone are marked. The marks move with each
-        checkpoint; the next call's fork leaves this tail behind for good (`_leave_stale_branch`)."""
+        checkpoint; the next call's fork leaves this tail behind for good (`_leave_stale_branch`).
+        With no previous call to fork from, a first call's prefix end comes from its prompt
+        (`prefix_tokens`), and the nodes below that boundary are its tail."""
         for ref in self._tail_of.pop(agent, ()):
             node = ref()
             if node is not None:
@@ -200,6 +218,8 @@ class SchedulerState:
         if req.finished():
             self._ended[agent] = (path, len(req.origin_input_ids))
         if base is None:
+            if prefix_tokens is not None:
+                self._mark_below_depth(agent, latest, prefix_tokens)
             return
         on_base = _ancestors(base)
         below: list[Any] = []
@@ -218,7 +238,21 @@ class SchedulerState:
             # elsewhere may be only where a chunked prefill stopped: taken for the fork, it
             # marked the rest of the agent's prefix as a tail at every call, evicted first.
             return
-        self._prefix[agent] = weakref.ref(fork)
+        self._set_tail(agent, fork, below)
+
+    def _mark_below_depth(self, agent: str, latest: Any, tokens: int) -> None:
+        """The path's nodes below the boundary `tokens` deep are the agent's tail; nothing is
+        marked unless a node ends exactly there (a boundary elsewhere is not the prefix's end)."""
+        depth, node, below = _depth(latest), latest, []
+        while node is not None and node.parent is not None and depth > tokens:
+            below.append(node)
+            depth -= len(node.key)
+            node = node.parent
+        if node is not None and node.parent is not None and depth == tokens and below:
+            self._set_tail(agent, node, below)
+
+    def _set_tail(self, agent: str, prefix_end: Any, below: list[Any]) -> None:
+        self._prefix[agent] = weakref.ref(prefix_end)
         owners = self._owners
         tails = [n for n in below if owners.get(n) == {agent}]
         self._tails.update(tails)
@@ -252,6 +286,7 @@ class SchedulerState:
             return  # retracted: it comes back, and counts then
         agent = self.agent_of(req)
         self._agent_of_rid.pop(req.rid, None)
+        self._prompt_prefix_of_rid.pop(req.rid, None)
         prompt = len(req.origin_input_ids)
         cached = min(req.cached_tokens, prompt)
         self.counters.prefill(agent, cached, prompt - cached)
@@ -285,6 +320,18 @@ class SchedulerState:
                if self.tree_timing else {}),
             **self.counters.report(),
         }
+
+
+def _announced(pending: OrderedDict[str, Any], req: Any) -> Any:
+    """What was announced for `req`'s rid. SGLang derives rids for parallel sampling and
+    batches (`<rid>_<i>`), so the announced base rid is looked up too."""
+    rid = req.rid
+    if not isinstance(rid, str):
+        return None
+    found = pending.get(rid)
+    if found is None and "_" in rid:
+        found = pending.get(rid.rsplit("_", 1)[0])
+    return found
 
 
 def _path_refs(node: Any) -> list[weakref.ref]:

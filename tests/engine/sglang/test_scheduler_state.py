@@ -12,6 +12,7 @@ import gc
 import pytest
 
 from scalesim.engine.sglang import scheduler_state
+from scalesim.engine.sglang.chat_prefix import PromptPrefix
 from scalesim.engine.sglang.counters import OTHER, AgentCounters
 from scalesim.engine.sglang.scheduler_state import UNKNOWN, SchedulerState
 
@@ -24,8 +25,9 @@ class Node:
 
 
 class Req:
-    def __init__(self, rid: str, prompt: int = 0, cached: int = 0, finished: bool = True):
-        self.rid, self.origin_input_ids, self.cached_tokens, self._finished = rid, [0] * prompt, cached, finished
+    def __init__(self, rid: str, prompt: int = 0, cached: int = 0, finished: bool = True, ids: list | None = None):
+        self.rid, self.cached_tokens, self._finished = rid, cached, finished
+        self.origin_input_ids = ids if ids is not None else [0] * prompt
 
     def finished(self) -> bool:
         return self._finished
@@ -183,6 +185,59 @@ def test_a_conversation_turn_is_no_tail_even_where_the_answer_was_tokenized_anew
     state.announce("r3", "a", 0.0)
     state.tag_path(Req("r3", prompt=1560), other)
     assert state.prefix_node("a") is prefix and state.node_distance(other) == UNKNOWN
+
+
+def test_a_first_calls_tail_starts_where_its_announced_prefix_ends(state):
+    """A first call on the chat route: the HTTP process announced its prompt's length before the
+    last message (1,500 tokens, with their last ids). Finished, and with a node ending there
+    (the hook splits the path first), its situation and answer are a tail at once, not a second
+    call later; the second call passes through that prefix and marks its own part."""
+    ids = list(range(1682))
+    root = Node(None)
+    prefix = Node(root, tokens=1500)
+    situation = Node(prefix, 150)
+    answer = Node(situation, 32)
+    state.table.update({"a": 1.0}, 1)
+    state.announce("r1", "a", 0.0, PromptPrefix(1500, tuple(ids[1492:1500])))
+    unfinished = Req("r1", ids=ids[:1650], finished=False)
+    assert state.first_call_prefix(unfinished) is None  # split and marked when it finishes
+    state.tag_path(unfinished, situation)
+    assert state.prefix_node("a") is None and not state._tails
+    finished = Req("r1", ids=ids[:1650])
+    assert state.first_call_prefix(finished) == 1500
+    state.tag_path(finished, answer, 1500)
+    assert state.prefix_node("a") is prefix
+    assert [state.node_distance(n) for n in (prefix, situation, answer)] == [1.0, UNKNOWN, UNKNOWN]
+    state.on_evict(answer, 32)
+    state.on_evict(situation, 150)
+    state.on_release(finished)
+    assert not state._prompt_prefix_of_rid
+    del situation, answer
+    gc.collect()
+    second = Node(prefix, 150)
+    state.announce("r2", "a", 0.0, PromptPrefix(1500, tuple(ids[1492:1500])))
+    req = Req("r2", ids=ids[:1500] + [0] * 150)
+    assert state.first_call_prefix(req) is None  # the first call's prefix remains: the fork tells
+    state.tag_path(req, second)
+    assert state.prefix_node("a") is prefix and second in state._tails
+    assert state.report()["evicted_tokens_by_reason"]["tail"] == 182
+
+
+@pytest.mark.parametrize("announced, prompt, node_at", [
+    (PromptPrefix(1500, (9, 9)), 1650, 1500),  # not the prompt's ids there: another template
+    (PromptPrefix(1650, tuple(range(1642, 1650))), 1650, 1500),  # the whole prompt: no tail
+    (PromptPrefix(1500, tuple(range(1492, 1500))), 1650, 1400),  # no node ends at 1,500
+])
+def test_a_first_calls_announced_prefix_that_does_not_fit_marks_nothing(state, announced, prompt, node_at):
+    root = Node(None)
+    upper = Node(root, tokens=node_at)
+    lower = Node(upper, 1650 + 32 - node_at)
+    state.announce("r1", "a", 0.0, announced)
+    req = Req("r1", ids=list(range(prompt)))
+    boundary = state.first_call_prefix(req)
+    assert boundary == (1500 if node_at == 1400 else None)
+    state.tag_path(req, lower, boundary)
+    assert state.prefix_node("a") is None and not state._tails
 
 
 def test_split_copies_owners_and_eviction_reasons(state):
