@@ -3,10 +3,11 @@
 A simulation agent's call is its private prefix (persona, memories, the dialogue so far) plus a
 new situation. The scheduler learns where the prefix ends from the agent's second call, where
 the two calls' paths part (`SchedulerState._mark_tail`). Until then the first call's situation
-and answer were kept at the agent's distance with its prefix: at 200 agents on the plan town,
-some 140 agents between their first and second call held about 10,000 tokens of such tails, 4%
-of both tiers, and a replay of the run's trace at the server's memory minus about that much
-missed the 17 calls the server missed beyond the replay at its full memory.
+and answer were kept at the agent's distance with its prefix. On the plan town at 200 agents
+(`benchmarks/results-200-plan-host08/`), 106-110 agents were between their first and second
+call at steps 6-9, holding some 7,700 tokens of such tails; misses there are sensitive to
+memory: a replay of that run's schedule misses 26 calls after first calls in the tiers' 298,084
+tokens, and 42 (the server: 43) in 285,000.
 
 On the chat route the boundary is known at the first call: the prompt minus its last message.
 The HTTP process renders the messages before the last one with the model's chat template (once
