@@ -10,7 +10,8 @@
 - on `/v1/chat/completions`, `/v1/completions` and `/generate`: the request's agent
   (`scalesim.engine.sglang.identity`) and its optional `invocation_distance` hint; the
   scheduler is told the agent of the request (by its `rid`, set here when the client sent
-  none) just before the request itself, so the radix tree can tag the agent's prefix; a
+  none) just before the request itself, so the radix tree can tag the agent's prefix, and, on
+  the chat route, where the prompt before its last message ends (`chat_prefix`); a
   registered agent's adapter is used when the request names none
 
 An update is validated and applied to this process's table first (atomically: a rejected
@@ -33,8 +34,8 @@ from fastapi.responses import JSONResponse
 from scalesim.distance import DistanceError, DistanceTable, validate_distances
 from scalesim.distance.estimators import combine_min
 from scalesim.distance.table import MAX_AGENTS, validate_agent_id
-from scalesim.engine.sglang import PLUGIN_NAME, chat_prefix, lora_cpu_tier
-from scalesim.engine.sglang.chat_prefix import ChatPrefixes, PromptPrefix
+from scalesim.engine.sglang import PLUGIN_NAME, lora_cpu_tier
+from scalesim.engine.sglang.chat_prefix import ChatPrefixes, PromptPrefix, renderer
 from scalesim.engine.sglang.identity import Identity, identify
 from scalesim.engine.sglang.messages import ScaleSimAgentReq, ScaleSimDistancesReq, ScaleSimRegisterReq
 
@@ -337,7 +338,7 @@ def _chat_prefix(path: str, obj: dict[str, Any]) -> PromptPrefix | None:
         tokenizer = getattr(_tokenizer_manager(), "tokenizer", None)
         if tokenizer is None:
             return None
-        _chat_prefixes = ChatPrefixes(chat_prefix.renderer(tokenizer))
+        _chat_prefixes = ChatPrefixes(renderer(tokenizer))
     return _chat_prefixes.of(obj.get("messages"))
 
 
