@@ -50,7 +50,8 @@ def test_other_shapes_get_no_prefix_and_failures_are_counted():
     assert prefixes.of([{"role": "user", "content": "only one message"}]) is None
     assert prefixes.of([{"role": "user", "content": [{"type": "text", "text": "parts"}]},
                         {"role": "user", "content": "x"}]) is None
-    assert prefixes.of([{"role": "assistant", "content": "", "tool_calls": []}, {"role": "user", "content": "x"}]) is None
+    tool_call = {"role": "assistant", "content": "", "tool_calls": []}
+    assert prefixes.of([tool_call, {"role": "user", "content": "x"}]) is None
     assert prefixes.of("not a list") is None and calls == []
     assert prefixes.of([{"role": "system", "content": "boom"}, {"role": "user", "content": "x"}]) is None
     assert prefixes.failed == 1
