@@ -106,8 +106,9 @@ class Bench:
         self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
         p = config.params
         # The built simulations are not run (each system gets a fresh one): a dry run of each
-        # finds its busiest step. The replay of this run's plan-town trace (not built here) calls
-        # as the plan town does, which is.
+        # finds its busiest step. The replay of this run's plan-town trace is not built here (the
+        # trace does not exist yet); it makes the plan town's calls, which the plan town's dry run
+        # counts (`RunConfig` puts plan_town before it).
         peak = max((max(callers_per_step(s), default=0) for s in sims.values()), default=0)
         self.budget = Budget.of(_largest_per_rank(self.prefix_tokens), p.active_agents, p.resident_agents,
                                 tail_tokens=TAIL_TOKENS, output_tokens=p.output_tokens, kv_tokens=config.kv_tokens,

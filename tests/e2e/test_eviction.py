@@ -167,7 +167,9 @@ def test_a_first_chat_calls_situation_goes_before_any_agents_prefix(pressure_ser
     boundary C's whole first call went (farthest), and its next call found nothing."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(paths.tiny_model_path()))
+    from scalesim.engine.sglang.chat_prefix import renderer
+
+    render = renderer(AutoTokenizer.from_pretrained(str(paths.tiny_model_path())))
     s = Session(pressure_server, f"chat-{pressure_server.cache_kind}")
     words = ("alpha", "baker", "river", "stone", "market", "lamp", "garden", "tower")
 
@@ -187,8 +189,7 @@ def test_a_first_chat_calls_situation_goes_before_any_agents_prefix(pressure_ser
         return resp.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
 
     def persona_tokens(agent: str) -> int:
-        out = tokenizer.apply_chat_template(messages(agent, 0)[:1], tokenize=True)
-        return len(out if isinstance(out, list) else out["input_ids"])
+        return len(render(messages(agent, 0)[:1]))
 
     s.push({"A": 1.0, "B": 2.0, "C": 3.0, "D": 0.0})
     before = scheduler_stats(pressure_server)["evicted_tokens_by_reason"]
