@@ -135,6 +135,44 @@ def test_a_request_racing_its_prefetch_reads_whole_kv(host_server, host_server_n
     print(f"\nrace: host_kv {stats['host_kv']}")
 
 
+def test_a_batch_loaded_from_host_memory_swaps_with_its_victims(host_server):
+    """Nine agents fill both tiers: the device holds the latest three (G, H, I), host memory the
+    first six. A, B and C (host memory only, the nearest; beyond prefetch's lookahead) then come
+    in one batch, G, H and I are next and D, E and F farthest: each load evicts a device prefix
+    whose copy needs host room. Settled one after another (`load_swap`), each load's own host
+    copy is the room for the next victim, so the tiers drop one prefix (D) to make room, not one
+    per load (SGLang's order alone: D, E and F). Outputs equal a fresh run's."""
+    s = Session(host_server, "swap")
+    assert [s.generate(a) for a in "ABCDEFGHI"] == [0] * 9
+    s.push({**dict.fromkeys("ABC", 2.0), **dict.fromkeys("GHI", 3.0), **dict.fromkeys("DEF", 4.0)})
+    before = scheduler_stats(host_server)
+    assert before["memory"]["host_free"] < PREFIX + TAIL  # host memory is full: the swap is needed
+    outputs, cached = _batch(host_server, s, "ABC")
+    after = scheduler_stats(host_server)
+    assert cached == [PREFIX + TAIL - 1] * 3  # all but the last prompt token, from host memory
+    assert after["host_kv"]["loads_settled"] - before["host_kv"]["loads_settled"] == 2  # before B's and C's
+    held_before, held_after = _distinct_tokens(before["memory"]), _distinct_tokens(after["memory"])
+    assert held_after >= held_before - (PREFIX + TAIL + 3), (held_before, held_after)  # D's call: SGLang alone, 3 calls
+    assert after["hook_errors"] == 0
+    Session(host_server, "swap-fresh", prompts="swap")  # flushed
+    assert _batch(host_server, s, "ABC") == (outputs, [0, 0, 0])
+
+
+def _batch(server, session: Session, agents: str) -> tuple[list[list[int]], list[int]]:
+    """One /generate call with the agents' prompts (SGLang admits them in one batch)."""
+    body = {"input_ids": [session.ids(a, TAIL) for a in agents],
+            "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
+    resp = requests.post(server.base_url + "/generate", json=body, timeout=120)
+    resp.raise_for_status()
+    return [o["output_ids"] for o in resp.json()], [o["meta_info"]["cached_tokens"] for o in resp.json()]
+
+
+def _distinct_tokens(memory: dict) -> int:
+    """Tokens the two tiers hold, each once: a prefix on both counts on the device only."""
+    device_used = memory["device_total"] - memory["device_free"]
+    return device_used + memory["host_in_tree"] - memory["host_duplicates"]
+
+
 def test_a_thousand_requests_under_pressure_leave_no_slot_or_lock_behind(host_server):
     """20 agents, 1,000 requests from 8 clients at once, a distance push every 40 requests (so
     prefetch, holds and their expiry all run): afterwards every device token is free or

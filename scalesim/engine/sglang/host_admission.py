@@ -5,9 +5,11 @@ memory and, when host memory is full, evicts host copies to make room (ours: far
 first). The victim itself is not among those candidates, so a victim farther than every host
 copy still pushes out the farthest of them: host memory can end up holding the agents needed
 last while nearer ones are recomputed (`tests/e2e/test_host_tier.py`: agents arriving farthest
-last). Where victims and host copies are mostly equally far this changes little: the debate at
-60 agents with a host pool 0.8x the device pool kept its hit rate (0.69 without, 0.68 with; 38
-copies declined, 50k tokens not written), as both tiers already drop the farthest first.
+last). The copies it would push out are taken in SGLang's host eviction order, chains included
+(`host_eviction_order`): an agent's host state is its prompt with its call's output below, and
+until 2026-11-30 only the outputs (a few tokens each) were counted, so a victim nearer than
+every farther agent's prompt was declined too (the social network at 60 agents: 11 declined
+copies, 19k tokens; two runs each, 22/19 misses after first calls with that hook, 15/17 without).
 
 An AROUND hook on `UnifiedRadixCache._execute_and_commit_kv_backup` with `write_back=True` (the
 eviction loop's deferred copy of a device victim, and nothing else for a KV-only model) declines
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 from scalesim.engine.sglang.eviction import AgentDistanceStrategy
 from scalesim.engine.sglang.host_tier import duplicate_tokens
@@ -101,9 +103,31 @@ def declined_tokens(cache: Any, action: Any) -> int:
     room = controller.mem_pool_host.available_size() + duplicate_tokens(core)  # SGLang reclaims these first
     if room >= need:
         return 0
-    # A heap popped lazily, as SGLang's own host eviction walks it: `admits` usually stops
-    # after the first few candidates, so sorting every host leaf on this eviction path is waste.
-    heap = [(strategy.get_priority(node), len(node.key)) for node in core.evictable_host_leaves]
+    return 0 if admits(strategy.get_priority(nodes[-1]), host_eviction_order(core, strategy), room, need) else need
+
+
+def host_eviction_order(core: Any, strategy: Any) -> Iterator[tuple[tuple, int]]:
+    """(sort key, tokens) of host state in the order SGLang's host eviction takes it
+    (`FullComponent.drive_host_eviction`): its evictable host leaves by the strategy's key, and a
+    parent joins them once its last child has gone. An agent's state in host memory is a chain
+    (its prompt, then its call's output), so its leaf alone is a few tokens: counting leaves only
+    would find no room behind the farther agents' outputs and decline a nearer victim.
+    A heap popped lazily, as SGLang walks it: `admits` usually stops after the first few."""
+    heap = [(strategy.get_priority(node), node) for node in core.evictable_host_leaves]  # keys are unique
     heapq.heapify(heap)
-    candidates = (heapq.heappop(heap) for _ in range(len(heap)))
-    return 0 if admits(strategy.get_priority(nodes[-1]), candidates, room, need) else need
+    gone: dict[int, int] = {}  # parent id -> its children taken so far
+    while heap:
+        key, node = heapq.heappop(heap)
+        yield key, len(node.key)
+        parent = node.parent
+        if parent is None or parent is core.root_node:
+            continue
+        gone[parent.id] = gone.get(parent.id, 0) + 1
+        if gone[parent.id] == len(parent.children) and _host_only_and_unlocked(parent):
+            heapq.heappush(heap, (strategy.get_priority(parent), parent))
+
+
+def _host_only_and_unlocked(node: Any) -> bool:
+    """SGLang's host-leaf test (`UnifiedTreeCore._is_host_leaf`) but for the children."""
+    return (node.evicted and node.backuped
+            and not any(data.host_lock_ref > 0 or data.lock_ref > 0 for data in node.component_data))

@@ -28,6 +28,8 @@ Rules:
   active agents), resumes on the next iteration when load slots ran out, and a load whose
   victims' copies do not fit in free host memory plus reclaimable duplicates waits while an
   earlier load is in flight; with nothing in flight the shortfall is real and the policy decides.
+  Waiting an iteration keeps a GPU prefetch overlapped with compute; SGLang's demand loads for a
+  batch cannot wait, so `load_swap` settles the earlier loads before theirs instead.
 - Held prefixes are bounded (`MAX_HELD_FRACTION` of the device pool).
 - On GPU the copy overlaps with compute: it runs on SGLang's host-to-device stream and the
   compute stream waits on its finish event. On CPU it runs where SGLang runs it, in the scheduler
@@ -35,16 +37,19 @@ Rules:
   only competed with the forward pass (`device_copy`, measured).
 
 Counters (stats `host_kv`, Prometheus tier `host_kv`): `hits` (finished requests with prompt
-tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`, `prefetch_issued`, `prefetch_used`,
-`prefetch_wasted` (released unused), `prefetch_tokens`, `bytes_h2d` and `bytes_d2h` (all
-transfers, demand and prefetch), `writeback_declined` and `writeback_declined_tokens` (device
-victims host memory did not take, `host_admission`), and `wait_seconds`: time the scheduler spent on demand loads (on
-CPU the copy itself; on GPU only the launch, as the batch then waits on the device).
+tokens loaded from host memory), `misses` (finished requests with nothing cached), `host_tokens`,
+`prefetch_issued`, `prefetch_used`, `prefetch_wasted` (released unused), `prefetch_tokens`,
+`bytes_h2d` and `bytes_d2h` (all transfers, demand and prefetch), `writeback_declined` and
+`writeback_declined_tokens` (device victims host memory did not take, `host_admission`),
+`loads_settled` (earlier loads finished before a load that needed their host room, `load_swap`),
+and `wait_seconds`: time the scheduler spent on demand loads (on CPU the copy itself; on GPU only
+the launch, as the batch then waits on the device).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from dataclasses import dataclass
@@ -78,7 +83,7 @@ class KVPrefetcher:
         self.prefix_end: dict[str, weakref.ref] = {}  # agent -> the node to load ahead for it (`note`)
         self.held: dict[str, Hold] = {}
         self.counters = TierCounters("host_kv", ("host_tokens", "prefetch_tokens", "bytes_h2d", "bytes_d2h",
-                                                 "writeback_declined", "writeback_declined_tokens"))
+                                                 "writeback_declined", "writeback_declined_tokens", "loads_settled"))
         self.prefetching = False
         self._scanned_pushes = -1
         self._rescan = False  # the last scan stopped early (slots, or a swap waiting): scan again
@@ -141,12 +146,12 @@ class KVPrefetcher:
             node = _host_anchor(self.prefix_end.get(agent, lambda: None)())
             if node is None:
                 continue  # on the device already, or gone from host memory too
-            tokens = _host_only_tokens(node)
+            tokens = host_only_tokens(node)
             if tokens > budget:
                 continue
             if order is None:
-                order = _eviction_order(cache)
-            fits, written = self._room(cache, tokens, distance, order)
+                order = eviction_order(cache)
+            fits, written = device_room(cache, tokens, order, distance)
             if not fits:
                 continue
             # Cheap tests first: `host_room` walks SGLang's duplicates.
@@ -180,34 +185,34 @@ class KVPrefetcher:
                 del self.held[agent]
                 self.counters.add("prefetch_wasted")
 
-    @staticmethod
-    def _room(cache: Any, tokens: int, distance: float, order: list[Any]) -> tuple[bool, int]:
-        """Whether free device memory plus evictable state of farther agents covers `tokens`,
-        and how many of the tokens evicted for it have no host copy: with the host tier written
-        back, making room copies those to host memory. Victims in `order` (`_eviction_order`);
-        evicting a leaf exposes its parent, so the chain goes with it."""
-        from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
 
-        room = cache._component_available_size(ComponentType.FULL)
+def device_room(cache: Any, tokens: int, order: list[Any], farther_than: float = -math.inf) -> tuple[bool, int]:
+    """Whether free device memory plus evictable state of agents farther than `farther_than`
+    covers `tokens`, and how many of the tokens evicted for it have no host copy: with the host
+    tier written back, making room copies those to host memory. Victims in `order`
+    (`eviction_order`); evicting a leaf exposes its parent, so the chain goes with it."""
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    room = cache._component_available_size(ComponentType.FULL)
+    if room >= tokens:
+        return True, 0
+    write_back = getattr(cache.cache_controller, "write_policy", None) == "write_back"
+    state = current()
+    written = 0
+    for leaf in order:
+        node = leaf
+        while (node.parent is not None and not node.evicted and len(node.children) <= 1
+               and state.node_distance(node) > farther_than):
+            room += len(node.key)
+            if write_back and not node.backuped:
+                written += len(node.key)
+            node = node.parent
         if room >= tokens:
-            return True, 0
-        write_back = getattr(cache.cache_controller, "write_policy", None) == "write_back"
-        state = current()
-        written = 0
-        for leaf in order:
-            node = leaf
-            while (node.parent is not None and not node.evicted and len(node.children) <= 1
-                   and state.node_distance(node) > distance):
-                room += len(node.key)
-                if write_back and not node.backuped:
-                    written += len(node.key)
-                node = node.parent
-            if room >= tokens:
-                return True, written
-        return False, written
+            return True, written
+    return False, written
 
 
-def _eviction_order(cache: Any) -> list[Any]:
+def eviction_order(cache: Any) -> list[Any]:
     """The device's evictable leaves in the order SGLang evicts them (the strategy's priority)."""
     priority = cache.tree_core.eviction_strategy.get_priority
     return [leaf for _, _, leaf in sorted((priority(leaf), leaf.id, leaf)
@@ -228,7 +233,7 @@ def _host_anchor(node: Any) -> Any:
     return None
 
 
-def _host_only_tokens(node: Any) -> int:
+def host_only_tokens(node: Any) -> int:
     """Tokens on the path from `node` up to its first ancestor still on the device."""
     tokens = 0
     while node is not None and node.parent is not None and node.evicted:
@@ -282,4 +287,4 @@ def around_start_writing(original: Any, controller: Any, *args: Any, **kwargs: A
 
 
 __all__ = ["KVPrefetcher", "LOOKAHEAD", "around_start_loading", "around_start_writing", "before_next_batch",
-           "prefetcher"]
+           "device_room", "eviction_order", "host_only_tokens", "prefetcher"]

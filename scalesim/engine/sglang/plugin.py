@@ -20,6 +20,7 @@ from scalesim.engine.sglang import (
     host_admission,
     host_tier,
     kv_prefetch,
+    load_swap,
     lora_cpu_tier,
     lora_slots,
     targets,
@@ -76,6 +77,7 @@ def load() -> None:
         (targets.HICACHE_START_LOADING, kv_prefetch.around_start_loading, HookType.AROUND),
         (targets.HICACHE_START_WRITING, kv_prefetch.around_start_writing, HookType.AROUND),
         (targets.UNIFIED_WRITE_BACK_COPY, host_admission.around_execute_and_commit_kv_backup, HookType.AROUND),
+        (targets.UNIFIED_LOAD_BACK, load_swap.around_load_back, HookType.AROUND),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
     ):
         HookRegistry.register(target, hook, kind)

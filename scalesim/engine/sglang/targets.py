@@ -37,6 +37,7 @@ LORA_RESOLVE = "sglang.srt.managers.tokenizer_manager.TokenizerManager._resolve_
 HICACHE_START_LOADING = "sglang.srt.managers.cache_controller.HiCacheController.start_loading"
 HICACHE_START_WRITING = "sglang.srt.managers.cache_controller.HiCacheController.start_writing"
 UNIFIED_WRITE_BACK_COPY = f"{_UNIFIED}._execute_and_commit_kv_backup"
+UNIFIED_LOAD_BACK = f"{_UNIFIED}.load_back"
 HOST_POOL_ALLOCATORS = "sglang.srt.mem_cache.pool_host.common.ALLOC_MEMORY_FUNCS"
 LORA_CPU_VICTIM = "sglang.srt.lora.lora_registry.LoRARegistry.lru_lora_name"
 EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
@@ -81,6 +82,7 @@ HOOK_TARGETS: tuple[str, ...] = (
     HICACHE_START_LOADING,
     HICACHE_START_WRITING,
     UNIFIED_WRITE_BACK_COPY,
+    UNIFIED_LOAD_BACK,
 )
 LAUNCH_TARGETS: tuple[str, ...] = (SERVER_ARGS, PREPARE_SERVER_ARGS, RUN_SERVER)
 

@@ -36,3 +36,33 @@ def test_copies_other_than_the_eviction_loops_write_back_pass_through():
     assert around_execute_and_commit_kv_backup(original, no_tree, SimpleNamespace(node_ids=[1])) == 5
     assert around_execute_and_commit_kv_backup(original, no_tree, SimpleNamespace(node_ids=[1]), write_back=False) == 5
     assert calls == [{}, {"write_back": False}]
+
+
+class _Node:
+    _ids = iter(range(1, 10_000))
+
+    def __init__(self, parent, tokens: int, distance: float, *, on_device: bool = False, locked: bool = False):
+        self.id, self.parent, self.key, self.children = next(self._ids), parent, [0] * tokens, {}
+        self.distance, self.evicted, self.backuped = distance, not on_device, not on_device
+        self.component_data = [SimpleNamespace(host_lock_ref=int(locked), lock_ref=0)]
+        if parent is not None:
+            parent.children[self.id] = self
+
+
+def test_host_eviction_order_takes_a_chain_leaf_first_then_its_parent():
+    """Each agent's host state is its prompt (300) and its call's output (2): SGLang's host eviction
+    frees a whole chain of the farthest agent before the next; a parent with another child left, on
+    the device or locked stays out."""
+    root = _Node(None, 0, 0.0, on_device=True)
+    far = _Node(root, 300, 9.0)
+    far_out = _Node(far, 2, 9.0)
+    mid = _Node(root, 300, 5.0)
+    mid_out = [_Node(mid, 2, 5.0), _Node(mid, 3, 5.0)]  # two calls forked below its prompt
+    near = _Node(root, 300, 1.0, on_device=True)  # on the device: its output's parent stays
+    near_out = _Node(near, 2, 1.0)
+    pinned = _Node(root, 300, 7.0, locked=True)  # a load in flight pins its host copy
+    pinned_out = _Node(pinned, 2, 7.0)
+    core = SimpleNamespace(root_node=root, evictable_host_leaves={far_out, *mid_out, near_out, pinned_out})
+    strategy = SimpleNamespace(get_priority=lambda n: (-n.distance, n.id))
+    order = [(key[0], tokens) for key, tokens in host_admission.host_eviction_order(core, strategy)]
+    assert order == [(-9.0, 2), (-9.0, 300), (-7.0, 2), (-5.0, 2), (-5.0, 3), (-5.0, 300), (-1.0, 2)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from scalesim.engine.sglang.kv_prefetch import KVPrefetcher, _eviction_order, _host_anchor, _host_only_tokens
+from scalesim.engine.sglang.kv_prefetch import KVPrefetcher, _host_anchor, device_room, eviction_order, host_only_tokens
 
 
 class Node:
@@ -20,7 +20,7 @@ def test_anchor_is_the_deepest_host_copy_below_the_device_part_of_the_path():
     prefix = Node(shared, 300, on_device=False, on_host=True)
     tail = Node(prefix, 4, on_device=False, on_host=False)  # generated tokens, never copied
     assert _host_anchor(tail) is prefix
-    assert _host_only_tokens(prefix) == 300  # the shared part is still on the device
+    assert host_only_tokens(prefix) == 300  # the shared part is still on the device
     assert _host_anchor(shared) is None  # on the device: nothing to load
     gone = Node(root, 300, on_device=False, on_host=False)
     assert _host_anchor(gone) is None  # neither tier has it: recomputed on demand
@@ -124,17 +124,18 @@ def test_device_room_takes_farther_agents_chains_and_counts_the_tokens_host_memo
     mid = node("mid", 500, on_host=True)
     near = node("near", 1000)
     cache = _cache(state, leaves=[far, mid, near], device_free=50, host_free=0)
-    order = _eviction_order(cache)
+    order = eviction_order(cache)
     assert order == [far, mid, near]
 
     def room(cache, tokens, distance):
-        return KVPrefetcher._room(cache, tokens, distance, order)
+        return device_room(cache, tokens, order, distance)
 
     assert room(cache, 40, 1.0) == (True, 0)  # free memory is enough
     assert room(cache, 500, 1.0) == (True, 300)  # the farthest chain: its leaf has no host copy
     assert room(cache, 1000, 1.0) == (True, 300)  # then the next farthest, already on host
     assert room(cache, 1100, 1.0) == (False, 300)  # never the nearer agent's state
     assert room(cache, 1100, 0.1) == (True, 1300)  # for an agent nearer still, it goes too
+    assert device_room(cache, 1100, order) == (True, 1300)  # a demand load: SGLang takes any agent's
     through = _cache(state, leaves=[far, mid, near], device_free=50, host_free=0, write_policy="write_through")
     assert room(through, 500, 1.0) == (True, 0)  # write-through copied everything already
 
