@@ -8,16 +8,17 @@ batch's requests one after another and queues each one's load, starting them all
 the batch is built: so every load's victims push out host state the tiers would have kept (as
 many tokens as the batch loads), and the loaded copies become duplicates only afterwards. The
 social network at 60 agents (its hints are weak, so most callers are loaded on demand, not ahead)
-showed it as up to 8,716 duplicate host tokens after a step's loads, 10% of the tiers: the server
-missed like a single pool 9% smaller.
+showed it as up to 8,716 duplicate host tokens after a step's loads, 10% of the tiers (the server
+missed like a single pool 9% smaller; `host_admission` declining nearer victims was the other
+part). With both fixed, one run each: 18 -> 11 misses after first calls (docs/bench.md).
 
 An AROUND hook on `UnifiedRadixCache.load_back` (demand loads and `kv_prefetch`'s alike) settles
 the loads still pending before a load whose victims' copies do not fit in free host memory plus
 reclaimable duplicates: it starts the queued ones, waits for every started one and acknowledges
 them as SGLang's own `loading_check` does, so their host copies are reclaimable when the next
 victims need room. On CPU the copy runs in the scheduler thread either way (`kv_prefetch`); on
-GPU this waits on the host for copies the batch would otherwise overlap with its forward pass,
-only when host memory is short (milliseconds per prefix). Counted as `loads_settled` (host_kv).
+GPU the scheduler waits for copies the batch would otherwise overlap with its forward pass, and
+only when host memory is short (not measured on a GPU yet). Counted as `loads_settled` (host_kv).
 Only with our eviction policy and write-back, without SGLang's buffer pipeline or an external
 linker; any failure leaves SGLang's own order (counted as a hook error).
 """
