@@ -152,7 +152,8 @@ def test_a_batch_loaded_from_host_memory_swaps_with_its_victims(host_server):
     assert cached == [PREFIX + TAIL - 1] * 3  # all but the last prompt token, from host memory
     assert after["host_kv"]["loads_settled"] - before["host_kv"]["loads_settled"] == 2  # before B's and C's
     held_before, held_after = _distinct_tokens(before["memory"]), _distinct_tokens(after["memory"])
-    assert held_after >= held_before - (PREFIX + TAIL + 3), (held_before, held_after)  # D's call: SGLang alone, 3 calls
+    # At most one call's path (D's: prompt and up to 3 generated tokens) went; SGLang's order alone drops three.
+    assert held_after >= held_before - (PREFIX + TAIL + 3), (held_before, held_after)
     assert after["hook_errors"] == 0
     Session(host_server, "swap-fresh", prompts="swap")  # flushed
     assert _batch(host_server, s, "ABC") == (outputs, [0, 0, 0])

@@ -30,7 +30,7 @@ from typing import Any
 
 from scalesim.engine.sglang.eviction import AgentDistanceStrategy
 from scalesim.engine.sglang.host_tier import host_room
-from scalesim.engine.sglang.kv_prefetch import host_only_tokens, device_room, eviction_order, prefetcher
+from scalesim.engine.sglang.kv_prefetch import device_room, eviction_order, host_only_tokens, prefetcher
 from scalesim.engine.sglang.scheduler_state import current
 
 logger = logging.getLogger(__name__)

@@ -51,8 +51,8 @@ class _Node:
 
 def test_host_eviction_order_takes_a_chain_leaf_first_then_its_parent():
     """Each agent's host state is its prompt (300) and its call's output (2): SGLang's host eviction
-    frees a whole chain of the farthest agent before the next; a parent with another child left, on
-    the device or locked stays out."""
+    frees the farthest agent's whole chain before the next agent's; a parent joins once all its
+    children have gone (mid's two calls), never while it is on the device or pinned."""
     root = _Node(None, 0, 0.0, on_device=True)
     far = _Node(root, 300, 9.0)
     far_out = _Node(far, 2, 9.0)
