@@ -10,7 +10,7 @@ many tokens as the batch loads), and the loaded copies become duplicates only af
 social network at 60 agents (its hints are weak, so most callers are loaded on demand, not ahead)
 showed it as up to 8,716 duplicate host tokens after a step's loads, 10% of the tiers (the server
 missed like a single pool 9% smaller; `host_admission` declining nearer victims was the other
-part). With both fixed, one run each: 18 -> 11 misses after first calls (docs/bench.md).
+part). With both fixed: 11 misses after first calls in two runs, 18 before (docs/bench.md).
 
 An AROUND hook on `UnifiedRadixCache.load_back` (demand loads and `kv_prefetch`'s alike) settles
 the loads still pending before a load whose victims' copies do not fit in free host memory plus
