@@ -186,16 +186,20 @@ class KVPrefetcher:
                 self.counters.add("prefetch_wasted")
 
 
-def device_room(cache: Any, tokens: int, order: list[Any], farther_than: float = -math.inf) -> tuple[bool, int]:
+def device_room(cache: Any, tokens: int, order: list[Any] | None = None,
+                farther_than: float = -math.inf) -> tuple[bool, int]:
     """Whether free device memory plus evictable state of agents farther than `farther_than`
     covers `tokens`, and how many of the tokens evicted for it have no host copy: with the host
     tier written back, making room copies those to host memory. Victims in `order`
-    (`eviction_order`); evicting a leaf exposes its parent, so the chain goes with it."""
+    (`eviction_order`, sorted here only when free memory falls short and none is given);
+    evicting a leaf exposes its parent, so the chain goes with it."""
     from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
 
     room = cache._component_available_size(ComponentType.FULL)
     if room >= tokens:
         return True, 0
+    if order is None:
+        order = eviction_order(cache)
     write_back = getattr(cache.cache_controller, "write_policy", None) == "write_back"
     state = current()
     written = 0

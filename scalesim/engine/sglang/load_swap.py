@@ -30,7 +30,7 @@ from typing import Any
 
 from scalesim.engine.sglang.eviction import AgentDistanceStrategy
 from scalesim.engine.sglang.host_tier import host_room
-from scalesim.engine.sglang.kv_prefetch import device_room, eviction_order, host_only_tokens, prefetcher
+from scalesim.engine.sglang.kv_prefetch import device_room, host_only_tokens, prefetcher
 from scalesim.engine.sglang.scheduler_state import current
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _pending_loads_block_swap(cache: Any, node_id: Any) -> bool:
             or not isinstance(cache.tree_core.eviction_strategy, AgentDistanceStrategy)):
         return False
     tokens = host_only_tokens(cache.tree_core.node_by_id(node_id))
-    _, written = device_room(cache, tokens, eviction_order(cache))  # SGLang's own victims, whole nodes
+    _, written = device_room(cache, tokens)  # SGLang's own victims (any agent's), whole nodes
     return written > host_room(cache)
 
 

@@ -136,6 +136,7 @@ def test_device_room_takes_farther_agents_chains_and_counts_the_tokens_host_memo
     assert room(cache, 1100, 1.0) == (False, 300)  # never the nearer agent's state
     assert room(cache, 1100, 0.1) == (True, 1300)  # for an agent nearer still, it goes too
     assert device_room(cache, 1100, order) == (True, 1300)  # a demand load: SGLang takes any agent's
+    assert device_room(cache, 1100) == (True, 1300)  # the same order, sorted by device_room itself
     through = _cache(state, leaves=[far, mid, near], device_free=50, host_free=0, write_policy="write_through")
     assert room(through, 500, 1.0) == (True, 0)  # write-through copied everything already
 
