@@ -31,7 +31,7 @@ import logging
 from typing import Any, Iterator
 
 from scalesim.engine.sglang.eviction import AgentDistanceStrategy
-from scalesim.engine.sglang.host_tier import duplicate_tokens
+from scalesim.engine.sglang.host_tier import host_room
 from scalesim.engine.sglang.kv_prefetch import prefetcher
 from scalesim.engine.sglang.scheduler_state import current
 from scalesim.policy.eviction import admits
@@ -100,7 +100,7 @@ def declined_tokens(cache: Any, action: Any) -> int:
         return 0
     nodes = [core.node_by_id(node_id) for node_id in action.node_ids]
     need = sum(len(node.key) for node in nodes if not node.backuped)
-    room = controller.mem_pool_host.available_size() + duplicate_tokens(core)  # SGLang reclaims these first
+    room = host_room(cache)  # free, plus the duplicates SGLang reclaims first (not those in flight)
     if room >= need:
         return 0
     return 0 if admits(strategy.get_priority(nodes[-1]), host_eviction_order(core, strategy), room, need) else need
