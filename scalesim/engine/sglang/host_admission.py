@@ -100,6 +100,8 @@ def declined_tokens(cache: Any, action: Any) -> int:
         return 0
     nodes = [core.node_by_id(node_id) for node_id in action.node_ids]
     need = sum(len(node.key) for node in nodes if not node.backuped)
+    if controller.mem_pool_host.available_size() >= need:
+        return 0  # free memory alone covers it: no walk over SGLang's duplicates on every copy
     room = host_room(cache)  # free, plus the duplicates SGLang reclaims first (not those in flight)
     if room >= need:
         return 0
