@@ -17,7 +17,8 @@ the copy when `scalesim.policy.admits` says the copies it would push out rank ab
 (the same sort key the tree evicts by). SGLang then takes its own path for a copy that found no
 room: it drops the victim's subtree (`drop_subtree_no_host`) and the device evicts on. SGLang logs
 a warning per such drop ("host memory pressure"); the ones this hook caused are filtered out and
-counted instead (host_kv `writeback_declined`, `writeback_declined_tokens`).
+counted instead (host_kv `writeback_declined`, and `writeback_declined_tokens`: what the drop
+takes, the victim and its host-only descendants).
 
 Only with our eviction strategy (`--radix-eviction-policy scalesim`, whichever `order`), the
 Python tree core, and no storage buffer pipeline; any failure admits the copy (SGLang's own
@@ -73,39 +74,52 @@ def around_execute_and_commit_kv_backup(original: Any, cache: Any, action: Any, 
     write_back = kwargs.get("write_back", args[0] if args else False)
     if write_back:
         try:
-            need = declined_tokens(cache, action)
+            decline = declined(cache, action)
+            dropped = dropped_tokens(cache.tree_core.node_by_id(action.node_ids[-1])) if decline else 0
         except Exception:  # advisory: SGLang's own choice (copy it) stands
             state = current()
             state.hook_errors += 1
             if state.hook_errors <= 10:
                 logger.exception("ScaleSim host admission failed (copy admitted)")
-            need = 0
-        if need:
+            decline = False
+        if decline:
             counters = prefetcher().counters
             counters.add("writeback_declined")
-            counters.add("writeback_declined_tokens", need)
+            counters.add("writeback_declined_tokens", dropped)
             _FILTER.pending += 1
             return 0  # what SGLang's copy returns when host memory has no room
     return original(cache, action, *args, **kwargs)
 
 
-def declined_tokens(cache: Any, action: Any) -> int:
-    """The tokens of the `BackupKV` chain `action` (parent first; its last node is the device's
-    victim) if host memory should not take them, else 0."""
+def declined(cache: Any, action: Any) -> bool:
+    """Whether host memory should not take the `BackupKV` chain `action` (parent first; its last
+    node is the device's victim)."""
     core = cache.tree_core
     strategy = core.eviction_strategy
     controller = getattr(cache, "cache_controller", None)
     if (not isinstance(strategy, AgentDistanceStrategy) or controller is None
             or getattr(cache, "buffer_pipeline", None) is not None or not action.node_ids):
-        return 0
+        return False
     nodes = [core.node_by_id(node_id) for node_id in action.node_ids]
     need = sum(len(node.key) for node in nodes if not node.backuped)
     if controller.mem_pool_host.available_size() >= need:
-        return 0  # free memory alone covers it: no walk over SGLang's duplicates on every copy
+        return False  # free memory alone covers it: no walk over SGLang's duplicates on every copy
     room = host_room(cache)  # free, plus the duplicates SGLang reclaims first (not those in flight)
     if room >= need:
-        return 0
-    return 0 if admits(strategy.get_priority(nodes[-1]), host_eviction_order(core, strategy), room, need) else need
+        return False
+    return not admits(strategy.get_priority(nodes[-1]), host_eviction_order(core, strategy), room, need)
+
+
+def dropped_tokens(victim: Any) -> int:
+    """The tokens SGLang drops for a declined copy (`drop_subtree_no_host`): the device victim and
+    its descendants, all host-only (a device leaf's children are). Not the copy's whole chain: its
+    unbacked parents stay on the device."""
+    tokens, stack = 0, [victim]
+    while stack:
+        node = stack.pop()
+        tokens += len(node.key)
+        stack.extend(node.children.values())
+    return tokens
 
 
 def host_eviction_order(core: Any, strategy: Any) -> Iterator[tuple[tuple, int]]:

@@ -66,3 +66,16 @@ def test_host_eviction_order_takes_a_chain_leaf_first_then_its_parent():
     strategy = SimpleNamespace(get_priority=lambda n: (-n.distance, n.id))
     order = [(key[0], tokens) for key, tokens in host_admission.host_eviction_order(core, strategy)]
     assert order == [(-9.0, 2), (-9.0, 300), (-7.0, 2), (-5.0, 2), (-5.0, 3), (-5.0, 300), (-1.0, 2)]
+
+
+def test_a_declined_copy_counts_what_sglang_drops_the_victim_and_its_host_only_descendants():
+    """The copy's chain is the victim's unbacked parents and the victim; SGLang drops only the
+    victim (a device leaf) and the host-only nodes below it (`drop_subtree_no_host`)."""
+    root = _Node(None, 0, 0.0, on_device=True)
+    shared = _Node(root, 40, 3.0, on_device=True)  # an unbacked parent in the copy's chain: stays
+    victim = _Node(shared, 300, 3.0, on_device=True)
+    _Node(victim, 2, 3.0)
+    call = _Node(victim, 60, 3.0)
+    _Node(call, 5, 3.0)
+    assert host_admission.dropped_tokens(victim) == 300 + 2 + 60 + 5
+    assert host_admission.dropped_tokens(_Node(shared, 7, 3.0, on_device=True)) == 7
