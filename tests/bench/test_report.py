@@ -132,6 +132,15 @@ def test_system_names_are_checked():
         select("sglang-lruu")
 
 
+def test_the_unlimited_bound_runs_the_host_tier_cache_class_with_a_fixed_small_host_pool():
+    (unlimited,) = select("unlimited")
+    # The same cache class as the systems it bounds; a fixed size, which a `--hicache-ratio` given
+    # to every system through `--serve-arg` does not override.
+    assert unlimited.args == ("--scalesim-disable", "--radix-eviction-policy", "lru", "--enable-hierarchical-cache",
+                              "--hicache-write-policy", "write_back", "--hicache-size", "1")
+    assert unlimited.unlimited and not unlimited.hints
+
+
 def test_tlru_systems_carry_the_config_sglang_requires():
     import json
 
