@@ -5,9 +5,11 @@ memory budget; each workload then runs on it from an empty cache with the same s
 system serves the same agents in the same order. Each step's calls go out concurrently through
 the client (`scalesim.client`); ScaleSim systems also get the step's distances and the agents'
 registrations. The trace of each workload (recorded from the first system's run) gives the
-Belady oracle's hit rate at the same KV budget; `replay` replays a trace file, or by default the
-plan town's trace just recorded. Results: `results.json`, `results.md` and plots in `--out`
-(`scalesim.bench.report`), with every request's record in `requests/`.
+Belady oracle's hit rate at the same KV budget, and with the distances the simulation pushed
+(`hints-<workload>.jsonl`) the hit rate those hints allow in one pool (`replay_pushed`);
+`replay` replays a trace file, or by default the plan town's trace just recorded. Results:
+`results.json`, `results.md` and plots in `--out` (`scalesim.bench.report`), with every
+request's record in `requests/`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from scalesim.bench.workloads import Simulation, WorkloadParams, make
 from scalesim.bench.workloads.base import callers_per_step
 from scalesim.bench.workloads.replay import Replay
 from scalesim.client import AgentSpec, AsyncScaleSimClient
-from scalesim.trace.format import TraceRecord, read_trace, write_trace
-from scalesim.trace.replay import replay_belady
+from scalesim.memory.reference import CapacityError
+from scalesim.trace.format import TraceRecord, read_pushes, read_trace, write_pushes, write_trace
+from scalesim.trace.replay import replay_belady, replay_pushed
 
 DEFAULT_WORKLOADS = ("plan_town", "spatial_town", "social_network", "debate", "replay")
 TAIL_TOKENS = 120  # the step-specific end of a prompt, at most (situation, last words)
@@ -85,6 +88,7 @@ class WorkloadRun:
     makespan_s: float
     records: list[RequestRecord]
     server: dict[str, Any] = field(default_factory=dict)  # ScaleSim's own counters (delta), if any
+    pushes: dict[float, dict[str, float]] = field(default_factory=dict)  # step -> the distances for it
 
 
 def token_counter(model: Path) -> Callable[[str], int]:
@@ -102,6 +106,7 @@ class Bench:
         self.log = log
         self.count = token_counter(config.model)
         self.traces: dict[str, list[TraceRecord]] = {}
+        self.pushes: dict[str, dict[float, dict[str, float]]] = {}
         sims = {w: self._make(w) for w in config.workloads if w != Replay.name or config.trace is not None}
         self.prefix_tokens = {w: {a: self.count(s.prefixes[a]) for a in s.agent_ids} for w, s in sims.items()}
         p = config.params
@@ -168,6 +173,7 @@ class Bench:
                 self.log(f"    {workload}: {run.makespan_s:.1f} s, {len(run.records)} requests, "
                          f"hit rate {report.hit_rate(run.records):.2f}")
                 self.traces.setdefault(workload, trace_of(run.records))
+                self.pushes.setdefault(workload, run.pushes)
                 out.append(run)
         return out
 
@@ -180,9 +186,10 @@ class Bench:
         before = await client.stats() if system.hints else None
         tokens = self.prefix_tokens[workload]
         records: list[RequestRecord] = []
+        pushes: dict[float, dict[str, float]] = {}
         start = time.perf_counter()
         for step in range(sim.n_steps):
-            distances = sim.distances(step)
+            distances = pushes[step] = sim.distances(step)
             if system.hints:
                 await client.push_step(distances)
             calls = sim.calls(step)
@@ -198,13 +205,14 @@ class Bench:
                 self.log(f"      {workload}: step {step + 1}/{sim.n_steps}, {len(records)} requests")
         makespan = time.perf_counter() - start
         after = await client.stats() if system.hints else None
-        return WorkloadRun(workload, system.name, makespan, records, server_delta(before, after))
+        return WorkloadRun(workload, system.name, makespan, records, server_delta(before, after), pushes)
 
     def _results(self, runs: list[WorkloadRun]) -> dict[str, Any]:
         for workload, trace in self.traces.items():
             write_trace(self.config.out / f"trace-{workload}.jsonl", trace)
+            write_pushes(self.config.out / f"hints-{workload}.jsonl", self.pushes[workload])
         host = host_tier(runs, self.budget.kv_tokens)
-        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host) for w, t in self.traces.items()}
+        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host, self.pushes[w]) for w, t in self.traces.items()}
         results = report.summarise(runs, oracles, params=asdict(self.config.params),
                                    budget={**asdict(self.budget), "host_kv_tokens": host.tokens,
                                            "host_write_policy": host.write_policy},
@@ -219,11 +227,21 @@ def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, Syst
     return [(r, s) for r in range(repeats) for s in (systems if r % 2 == 0 else tuple(reversed(systems)))]
 
 
-def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host: HostTier) -> dict[str, float]:
+def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host: HostTier,
+                     pushes: dict[float, dict[str, float]] | None = None) -> dict[str, float | None]:
     """Belady's hit rate with the device KV budget, and with the distinct tokens device and host
-    pool hold together (`HostTier.distinct_tokens`), the memory the host-tier systems have."""
-    return {"device": replay_belady(trace, kv_tokens).hit_rate,
-            "device_host": replay_belady(trace, host.distinct_tokens(kv_tokens)).hit_rate}
+    pool hold together (`HostTier.distinct_tokens`), the memory the host-tier systems have; with
+    `pushes`, also the distance policy's with those hints in that memory (`hints`: None where a
+    step's callers do not fit in it together)."""
+    distinct = host.distinct_tokens(kv_tokens)
+    out: dict[str, float | None] = {"device": replay_belady(trace, kv_tokens).hit_rate,
+                                    "device_host": replay_belady(trace, distinct).hit_rate}
+    if pushes is not None:
+        try:
+            out["hints"] = replay_pushed(trace, pushes, distinct).hit_rate
+        except CapacityError:
+            out["hints"] = None
+    return out
 
 
 @dataclass(frozen=True)
@@ -269,8 +287,9 @@ def write_results(results: dict[str, Any], out: Path) -> None:
 
 
 def rescore(out: Path) -> dict[str, Any]:
-    """Recompute the headline, table and plot of a finished run from its `results.json` and traces;
-    a workload whose trace was not kept (committed results keep none) keeps its recorded oracle."""
+    """Recompute the headline, table and plot of a finished run from its `results.json`, traces and
+    hints; a workload whose trace was not kept (committed results keep none) keeps its recorded
+    oracles."""
     results = json.loads((out / "results.json").read_text())
     budget = results["meta"]["budget"]
     kv = budget["kv_tokens"]
@@ -279,10 +298,13 @@ def rescore(out: Path) -> dict[str, Any]:
                     budget.get("host_write_policy", WRITE_THROUGH))
     oracles = {}
     for w, entry in results["workloads"].items():
-        trace = out / f"trace-{w}.jsonl"
+        trace, hints = out / f"trace-{w}.jsonl", out / f"hints-{w}.jsonl"
         h = entry.get("headline", {})
-        oracles[w] = (oracle_hit_rates(read_trace(trace), kv, host) if trace.exists() else
-                      {"device": h.get("oracle_hit_rate_device"), "device_host": h.get("oracle_hit_rate")})
+        if trace.exists():
+            oracles[w] = oracle_hit_rates(read_trace(trace), kv, host, read_pushes(hints) if hints.exists() else None)
+        else:
+            oracles[w] = {"device": h.get("oracle_hit_rate_device"), "device_host": h.get("oracle_hit_rate"),
+                          "hints": h.get("hints_hit_rate")}
     report.rescore(results, oracles)
     write_results(results, out)
     return results

@@ -14,6 +14,10 @@ Fields (all required unless marked optional):
 
 Example: `{"step": 3, "agent": "a7", "prefix": "a7:p", "prefix_len": 1650, "adapter": "a7",
 "output_len": 24, "next_step": 5}`
+
+Beside a trace, the distances a simulation pushed (`read_pushes`, `write_pushes`): one line per
+step, `{"step": 3, "distances": {"a7": 2, ...}}`, the full table pushed before that step's calls
+(in steps from it; an agent it leaves out is unknown).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from scalesim.distance.table import DistanceError, validate_distances
 
 
 class TraceError(ValueError):
@@ -104,3 +110,30 @@ def write_trace(path: Path, records: Iterable[TraceRecord]) -> None:
     with open(path, "w") as f:
         for r in records:
             f.write(json.dumps(asdict(r)) + "\n")
+
+
+def read_pushes(path: Path) -> dict[float, dict[str, float]]:
+    """Step -> the distances pushed before it."""
+    out: dict[float, dict[str, float]] = {}
+    with open(path) as f:
+        for i, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise TraceError(f"line {i}: not JSON ({exc.msg})") from None
+            if not isinstance(obj, dict) or set(obj) != {"step", "distances"}:
+                raise TraceError(f"line {i}: a push needs exactly the fields step and distances")
+            _number(i, "step", obj["step"])
+            try:
+                out[float(obj["step"])] = validate_distances(obj["distances"])
+            except DistanceError as exc:
+                raise TraceError(f"line {i}: {exc}") from None
+    return out
+
+
+def write_pushes(path: Path, pushes: dict[float, dict[str, float]]) -> None:
+    with open(path, "w") as f:
+        for step, distances in pushes.items():
+            f.write(json.dumps({"step": step, "distances": distances}) + "\n")

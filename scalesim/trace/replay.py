@@ -13,17 +13,22 @@ Distances for `replay_policy` come from a `distances` mode:
 
 `replay_belady` is an independent implementation of MIN: evict the resident prefix whose next
 use is farthest in the future (never again counts as infinitely far).
+
+`replay_pushed` runs the distance policy with the distances the simulation really pushed, one
+table per step, and each step's calls in flight together, as a server gets them: one pool, no
+tiers, no timing. Its misses beyond Belady's are the hints' (a call sooner than its hint said);
+a server's misses beyond it are the server's (its two tiers, loads in flight, call tails).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scalesim.distance import DistanceTable
 from scalesim.memory.base import Tier
 from scalesim.memory.reference import ReferenceMemory
-from scalesim.policy import EvictionPolicy, Priority
+from scalesim.policy import DistancePriority, EvictionPolicy, Priority
 from scalesim.trace.format import TraceRecord
 
 DISTANCE_MODES = ("perfect", "next_step", "none")
@@ -52,16 +57,23 @@ def _next_index(ids: Sequence[str]) -> list[float]:
     return nxt
 
 
-def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: int, *, distances: str = "perfect") -> ReplayResult:
-    """Run `priority` over `trace` with a device capacity of `capacity` tokens."""
-    if distances not in DISTANCE_MODES:
-        raise ValueError(f"unknown distances mode {distances!r} (valid: {', '.join(DISTANCE_MODES)})")
+def _memory(trace: Sequence[TraceRecord], priority: Priority,
+            capacity: int) -> tuple[ReferenceMemory, DistanceTable, list[float]]:
+    """An empty pool of `capacity` tokens that knows every prefix of `trace`; its table; its clock."""
     now = [0.0]
     table = DistanceTable(clock=lambda: now[0])
     memory = ReferenceMemory("kv", capacity, EvictionPolicy(priority, table))
     for r in trace:
         if memory.tier(r.prefix) is Tier.ABSENT:
             memory.register(r.prefix, (r.agent,), r.prefix_len)
+    return memory, table, now
+
+
+def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: int, *, distances: str = "perfect") -> ReplayResult:
+    """Run `priority` over `trace` with a device capacity of `capacity` tokens."""
+    if distances not in DISTANCE_MODES:
+        raise ValueError(f"unknown distances mode {distances!r} (valid: {', '.join(DISTANCE_MODES)})")
+    memory, table, now = _memory(trace, priority, capacity)
     next_agent = _next_index([r.agent for r in trace])
     # Only the order of distances matters to eviction, and time moves every agent closer by
     # the same amount, so an agent's distance can be pushed as the absolute time of its next
@@ -78,6 +90,27 @@ def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: in
     s = memory.stats
     return ReplayResult(priority.name + ("" if distances == "perfect" else f"/{distances}"),
                         len(trace), s.hits, s.misses, s.bytes_loaded)
+
+
+def replay_pushed(trace: Sequence[TraceRecord], pushes: Mapping[float, Mapping[str, float]],
+                  capacity: int) -> ReplayResult:
+    """The distance policy over `trace` with `pushes[step]`, the full table pushed before that
+    step's calls (none pushed: every agent unknown). A step's prefixes stay pinned until all its
+    calls are in (an agent calls at most once per step). Raises `CapacityError` where a step's
+    prefixes do not fit together."""
+    memory, table, now = _memory(trace, DistancePriority(), capacity)
+    steps: dict[float, list[TraceRecord]] = {}
+    for r in trace:
+        steps.setdefault(r.step, []).append(r)
+    for epoch, (step, records) in enumerate(steps.items(), start=1):
+        now[0] = float(step)
+        table.update(pushes.get(step, {}), epoch, replace=True)
+        for r in records:
+            memory.access(r.prefix, now[0])
+        for r in records:
+            memory.release(r.prefix)
+    s = memory.stats
+    return ReplayResult("distance/pushed", len(trace), s.hits, s.misses, s.bytes_loaded)
 
 
 def replay_belady(trace: Sequence[TraceRecord], capacity: int) -> ReplayResult:

@@ -8,7 +8,7 @@ from scalesim.bench.report import counters_line, headline, markdown, summarise
 from scalesim.bench.sim import (HostTier, RequestRecord, WorkloadRun, host_tier, oracle_hit_rates, rescore, run_order,
                                 server_delta, trace_of, write_results)
 from scalesim.bench.systems import Budget, select
-from scalesim.trace.format import TraceRecord
+from scalesim.trace.format import TraceRecord, write_pushes, write_trace
 
 
 META = {"params": {"agents": 2, "active": 0.5, "resident": 0.5, "steps": 2, "seed": 0},
@@ -116,6 +116,23 @@ def test_rescoring_a_run_without_its_trace_keeps_the_recorded_oracle(tmp_path):
     # Stock hit rate 0, unlimited 0.5: Belady's 0.4 closes 0.8 of that gap.
     assert (h["oracle_hit_rate_device"], h["oracle_hit_rate"], h["oracle_gap_closed_hits"]) == (0.25, 0.4, 0.8)
     assert "| n/a / 0.80 |" in (tmp_path / "results.md").read_text()
+
+
+def test_rescoring_replays_the_kept_trace_with_the_kept_hints(tmp_path):
+    # Room for two 100-token prefixes (device 100 + host 100, written back); a b c a. Before
+    # step 2 the pushed table says b comes back before a: wrong (b never does). The replay
+    # evicts a and misses it at step 3; Belady evicts b and hits. No hints file: no figure.
+    calls = [RequestRecord(k, x, 100, 110, 0, 5, 0.1) for k, x in enumerate("abca")]
+    runs = [WorkloadRun("w", "sglang-lfu", 9.0, calls), WorkloadRun("w", "unlimited", 5.0, calls)]
+    meta = {**META, "budget": {**META["budget"], "kv_tokens": 100, "host_kv_tokens": 100,
+                               "host_write_policy": "write_back"}}
+    write_results(summarise(runs, {}, **meta), tmp_path)
+    write_trace(tmp_path / "trace-w.jsonl", trace_of(calls))
+    assert rescore(tmp_path)["workloads"]["w"]["headline"]["hints_hit_rate"] is None
+    write_pushes(tmp_path / "hints-w.jsonl", {0: {"a": 0}, 1: {"b": 0}, 2: {"c": 0, "b": 1, "a": 2}, 3: {"a": 0}})
+    h = rescore(tmp_path)["workloads"]["w"]["headline"]
+    assert (h["oracle_hit_rate_device"], h["oracle_hit_rate"], h["hints_hit_rate"]) == (0.0, 0.25, 0.0)
+    assert "the pushed hints' in that memory as one pool: 0.00)" in (tmp_path / "results.md").read_text()
 
 
 def test_budget_holds_the_working_set_plus_the_resident_share():

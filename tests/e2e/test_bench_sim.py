@@ -9,7 +9,7 @@ import json
 import pytest
 
 from scalesim import cli
-from scalesim.trace.format import read_trace
+from scalesim.trace.format import read_pushes, read_trace
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.server
@@ -54,6 +54,9 @@ def test_every_workload_runs_on_every_system_and_the_results_are_well_formed(tmp
         assert 0 <= h["oracle_hit_rate_device"] <= h["oracle_hit_rate"] <= 1
         trace = read_trace(out / f"trace-{name}.jsonl")
         assert len(trace) == counts["scalesim"]
+        # The distances pushed before each step, and what they allow in one pool.
+        assert sorted(read_pushes(out / f"hints-{name}.jsonl")) == [0.0, 1.0, 2.0]
+        assert 0 <= h["hints_hit_rate"] <= 1
         for system in SYSTEMS:  # every request on record, as the summary counted them
             lines = (out / "requests" / f"{system}-{name}.jsonl").read_text().splitlines()
             requests = [json.loads(line) for line in lines]

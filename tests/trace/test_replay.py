@@ -12,7 +12,8 @@ from scalesim.distance import DistanceTable
 from scalesim.memory import ReferenceMemory, Tier
 from scalesim.memory.reference import CapacityError
 from scalesim.policy import DistancePriority, EvictionPolicy, LRUPriority, make_priority
-from scalesim.trace import TraceError, TraceRecord, read_trace, replay_belady, replay_policy, write_trace
+from scalesim.trace import (TraceError, TraceRecord, read_pushes, read_trace, replay_belady, replay_policy,
+                            replay_pushed, write_pushes, write_trace)
 
 
 def trace_from_agents(seq: list[str], size: int | list[int] = 10) -> list[TraceRecord]:
@@ -34,6 +35,46 @@ def test_hand_made_trace_exact_counts():
     assert replay_policy(tr, DistancePriority(), 20, distances="none").hits == 0
     r = replay_belady(tr, 20)
     assert (r.requests, r.misses, r.tokens_loaded) == (9, 6, 60)
+
+
+def _steps(*steps: str) -> list[TraceRecord]:
+    """One step per string, one 10-token prefix per letter (each agent's own)."""
+    return [TraceRecord(step=k, agent=a, prefix=f"{a}:p", prefix_len=10, output_len=1, next_step=None)
+            for k, callers in enumerate(steps) for a in callers]
+
+
+def test_pushed_hints_replay_follows_the_pushed_table_and_pins_a_steps_calls_together():
+    # Room for three prefixes. At step 2 the pushed table says b comes last (3), c next (1):
+    # wrong, b calls at step 3 and c never again. The policy evicts b and misses it; Belady
+    # evicts c and hits. At step 3 d and c are unknown (not in the table): evicted first.
+    tr = _steps("ab", "c", "d", "b", "a")
+    pushes = {0: {"a": 0, "b": 0, "c": 1, "d": 2}, 1: {"c": 0, "d": 1, "a": 2, "b": 3},
+              2: {"d": 0, "c": 1, "a": 2, "b": 3}, 3: {"b": 0, "a": 1}, 4: {"a": 0}}
+    r = replay_pushed(tr, pushes, 30)
+    assert (r.requests, r.hits, r.misses, r.tokens_loaded) == (6, 1, 5, 50)
+    assert replay_belady(tr, 30).hits == 2
+    # Right hints at step 2 (b next, c never): it hits where Belady does.
+    assert replay_pushed(tr, {**pushes, 2: {"d": 0, "b": 1, "a": 2}}, 30).hits == 2
+    # A step's three calls are in flight together: 20 tokens cannot hold them, one at a time could.
+    with pytest.raises(CapacityError):
+        replay_pushed(_steps("abc"), {}, 20)
+    assert replay_belady(_steps("abc"), 20).misses == 3
+
+
+def test_pushes_round_trip_and_bad_lines(tmp_path):
+    path = tmp_path / "hints.jsonl"
+    pushes = {0.0: {"a": 0.0, "b": 2.5}, 1.0: {}}
+    write_pushes(path, pushes)
+    assert read_pushes(path) == pushes
+    for line, message in [('{"step": 0}', "line 1: a push needs exactly the fields step and distances"),
+                          ('{"step": -1, "distances": {}}', "line 1: step must be a finite number >= 0, got -1"),
+                          ('{"step": 0, "distances": {"a": -1}}',
+                           "line 1: distances['a'] must be finite and >= 0, got -1"),
+                          ("[1", "line 1: not JSON")]:
+        path.write_text(line + "\n")
+        with pytest.raises(TraceError) as err:
+            read_pushes(path)
+        assert str(err.value).startswith(message)
 
 
 def test_round_trip_and_bad_lines(tmp_path):
