@@ -69,3 +69,32 @@ def test_transfer_kv_direct_copies_the_indexed_rows_of_every_layer():
         assert not dst[layer][0].any() and not dst[layer][2].any()
     with pytest.raises(NotImplementedError, match="needs a real sgl-kernel build"):
         transfer_kv_all_layer()
+
+
+@pytest.mark.parametrize("dtype, row", [(torch.bfloat16, (3, 64)), (torch.float16, (5, 3)), (torch.float32, (2,))])
+@pytest.mark.parametrize("pattern", ["scattered", "two runs", "one run", "one slot"])
+def test_transfer_kv_direct_matches_an_indexed_assignment_for_any_slots_and_row_shape(dtype, row, pattern):
+    """Slices for long runs, a gather as 8-byte words where the row allows, plain rows where not
+    (5 x 3 half floats are 30 bytes): every path leaves exactly what `dst[d] = src[s]` would,
+    for separate layers, for views into one host buffer (the layer-first layout) and for
+    strided rows."""
+    from sgl_kernel.kvcacheio import transfer_kv_direct
+
+    torch.manual_seed(0)
+    slots = {"scattered": (torch.randperm(1000)[:300], torch.randperm(800)[:300]),
+             "two runs": (torch.cat([torch.arange(100, 250), torch.arange(500, 650)]),
+                          torch.cat([torch.arange(0, 150), torch.arange(300, 450)])),
+             "one run": (torch.arange(10, 310), torch.arange(400, 700)),
+             "one slot": (torch.tensor([7]), torch.tensor([3]))}
+    s, d = slots[pattern]
+    src = [torch.randn(1000, *row).to(dtype) for _ in range(4)]
+    host = torch.zeros(2, 2, 800, *row, dtype=dtype)
+    layouts = [[torch.zeros(800, *row, dtype=dtype) for _ in range(4)], [host[i // 2][i % 2] for i in range(4)]]
+    if len(row) == 2:  # rows not contiguous on one side only: neither side is viewed as words
+        layouts.append([torch.zeros(800, *reversed(row), dtype=dtype).transpose(1, 2) for _ in range(4)])
+    for dst in layouts:
+        expected = [x.clone() for x in dst]
+        for a, b in zip(src, expected):
+            b[d] = a[s]
+        transfer_kv_direct(src, dst, s.to(torch.int32), d, 1)
+        assert all(torch.equal(x, y) for x, y in zip(dst, expected))
