@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,20 +89,25 @@ def parse_record(obj: object, line: int) -> TraceRecord:
     )
 
 
-def read_trace(path: Path) -> list[TraceRecord]:
-    records: list[TraceRecord] = []
+def _json_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed object) for every non-blank line; `TraceError` on one that is not JSON."""
     with open(path) as f:
         for i, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                yield i, json.loads(text)
             except json.JSONDecodeError as exc:
                 raise TraceError(f"line {i}: not JSON ({exc.msg})") from None
-            record = parse_record(obj, i)
-            if records and record.step < records[-1].step:
-                raise TraceError(f"line {i}: step {record.step} goes back from {records[-1].step}")
-            records.append(record)
+
+
+def read_trace(path: Path) -> list[TraceRecord]:
+    records: list[TraceRecord] = []
+    for i, obj in _json_lines(path):
+        record = parse_record(obj, i)
+        if records and record.step < records[-1].step:
+            raise TraceError(f"line {i}: step {record.step} goes back from {records[-1].step}")
+        records.append(record)
     return records
 
 
@@ -115,21 +120,14 @@ def write_trace(path: Path, records: Iterable[TraceRecord]) -> None:
 def read_pushes(path: Path) -> dict[float, dict[str, float]]:
     """Step -> the distances pushed before it."""
     out: dict[float, dict[str, float]] = {}
-    with open(path) as f:
-        for i, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"line {i}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or set(obj) != {"step", "distances"}:
-                raise TraceError(f"line {i}: a push needs exactly the fields step and distances")
-            _number(i, "step", obj["step"])
-            try:
-                out[float(obj["step"])] = validate_distances(obj["distances"])
-            except DistanceError as exc:
-                raise TraceError(f"line {i}: {exc}") from None
+    for i, obj in _json_lines(path):
+        if not isinstance(obj, dict) or set(obj) != {"step", "distances"}:
+            raise TraceError(f"line {i}: a push needs exactly the fields step and distances")
+        _number(i, "step", obj["step"])
+        try:
+            out[float(obj["step"])] = validate_distances(obj["distances"])
+        except DistanceError as exc:
+            raise TraceError(f"line {i}: {exc}") from None
     return out
 
 
