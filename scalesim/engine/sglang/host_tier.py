@@ -73,8 +73,10 @@ def register_cpu_host_pool() -> None:
 def load() -> None:
     """Entry point `scalesim-device`: the CPU device seams, loaded even with `--scalesim-disable`,
     so stock SGLang runs the same CPU path as ScaleSim (for comparisons): its own host tier, and
-    the CPU attention (`cpu_attention`: prefill that a cached prefix makes cheaper, faster decode)."""
-    from scalesim.engine.sglang import cpu_attention
+    the CPU attention (`cpu_attention`: prefill that a cached prefix makes cheaper, faster decode)
+    and KV slots in runs for it (`slot_runs`)."""
+    from scalesim.engine.sglang import cpu_attention, slot_runs
 
     register_cpu_host_pool()
     cpu_attention.register()
+    slot_runs.register()
