@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from scalesim.engine.sglang.slot_runs import MIN_TOKENS, around_alloc, take_runs
+from scalesim.engine.sglang import targets
+from scalesim.engine.sglang.slot_runs import MIN_TOKENS, TARGET, around_alloc, take_runs
 
 # Runs once sorted: [1] [3 4 5] [9] [11 12] [20 21 22 23]
 FREE = torch.tensor([9, 3, 4, 5, 20, 21, 22, 23, 1, 11, 12])
@@ -36,6 +37,10 @@ def test_without_a_run_that_fits_the_longest_runs_go_first_the_last_one_cut():
     taken = take_runs(FREE, 11)
     assert taken.selected.tolist() == sorted(FREE.tolist())
     assert taken.remaining.tolist() == []
+
+
+def test_the_hooked_method_exists_in_the_pinned_sglang():
+    targets.check_targets((TARGET,))
 
 
 def _allocator(size: int):
