@@ -50,6 +50,14 @@ def _runs(sorted_slots: Any) -> tuple[Any, Any]:
     return starts, lengths
 
 
+def _positions(starts: Any, lengths: Any) -> Any:
+    """Indices of the first `lengths[i]` elements from `starts[i]` on, run after run."""
+    import torch
+
+    offsets = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+    return torch.arange(offsets.numel(), device=starts.device) + offsets
+
+
 def take_runs(free: Any, need: int) -> Taken:
     """`need` slots from `free` (distinct slot numbers, any order, at least `need` of them) in
     as few runs as the free slots allow: the shortest run holding all of them if there is one
@@ -60,37 +68,20 @@ def take_runs(free: Any, need: int) -> Taken:
 
     slots = torch.sort(free).values
     starts, lengths = _runs(slots)
-    taken = torch.zeros(slots.numel(), dtype=torch.bool, device=slots.device)
+    take = torch.zeros_like(lengths)  # slots taken from the start of each run
     fits = lengths >= need
     if bool(fits.any()):
-        best = int(torch.argmin(torch.where(fits, lengths, slots.numel() + 1)))
-        start = int(starts[best])
-        taken[start:start + need] = True
+        take[int(torch.argmin(torch.where(fits, lengths, slots.numel() + 1)))] = need
     else:
         order = torch.argsort(lengths, descending=True, stable=True)
         covered = torch.cumsum(lengths[order], 0)
         last = int(torch.searchsorted(covered, need))  # the run that completes `need`
-        whole = torch.zeros(lengths.numel(), dtype=torch.bool, device=slots.device)
-        whole[order[:last]] = True
-        taken = whole[torch.repeat_interleave(lengths)]  # each slot's run: whole runs taken
-        start = int(starts[order[last]])
-        taken[start:start + need - (int(covered[last - 1]) if last else 0)] = True
-    return Taken(slots[taken], _shortest_runs_first(slots[~taken]))
-
-
-def _shortest_runs_first(slots: Any) -> Any:
-    """A sorted slot tensor reordered run by run, shortest run first (stable: ties by slot)."""
-    import torch
-
-    if slots.numel() == 0:
-        return slots
-    starts, lengths = _runs(slots)
-    order = torch.argsort(lengths, stable=True)
-    lengths = lengths[order]
-    out_starts = torch.cumsum(lengths, 0) - lengths
-    positions = torch.arange(slots.numel(), device=slots.device) + torch.repeat_interleave(
-        starts[order] - out_starts, lengths)
-    return slots[positions]
+        take[order[:last]] = lengths[order[:last]]
+        take[order[last]] = need - (int(covered[last - 1]) if last else 0)
+    # A run cut from its start leaves one run; no two leftovers touch (in-use slots part them).
+    rest = lengths - take
+    order = torch.argsort(rest, stable=True)
+    return Taken(slots[_positions(starts, take)], slots[_positions(starts[order] + take[order], rest[order])])
 
 
 def head_is_one_run(free: Any, need: int) -> bool:
