@@ -91,6 +91,16 @@ class WorkloadRun:
     pushes: dict[float, dict[str, float]] = field(default_factory=dict)  # step -> the distances for it
 
 
+def serve_args(config: RunConfig, budget: Budget, system: System) -> list[str]:
+    """`scalesim serve` arguments for `system`: the user's `--serve-arg` extras come after the
+    system's own flags (SGLang takes the last of a repeated flag), except its `final_args`."""
+    args = ["--model-path", str(config.model), "--enable-cache-report", *budget.serve_args(system, lora=config.adapters)]
+    if config.adapters:
+        args += ["--enable-lora", "--max-lora-rank", str(LORA_RANK), "--lora-target-modules",
+                 "q_proj", "k_proj", "v_proj", "o_proj"]
+    return [*args, *system.args, *config.extra_args, *system.final_args]
+
+
 def token_counter(model: Path) -> Callable[[str], int]:
     from transformers import AutoTokenizer
 
@@ -133,12 +143,7 @@ class Bench:
         return make_adapters(self.config.model, out, self.config.params.agents, rank=LORA_RANK)
 
     def serve_args(self, system: System) -> list[str]:
-        args = ["--model-path", str(self.config.model), "--enable-cache-report",
-                *self.budget.serve_args(system, lora=self.config.adapters)]
-        if self.config.adapters:
-            args += ["--enable-lora", "--max-lora-rank", str(LORA_RANK), "--lora-target-modules",
-                     "q_proj", "k_proj", "v_proj", "o_proj"]
-        return [*args, *system.args, *self.config.extra_args]
+        return serve_args(self.config, self.budget, system)
 
     def run(self) -> dict[str, Any]:
         from scalesim.server_process import ServerProcess

@@ -44,10 +44,14 @@ WRITE_BACK = tuple(item for pair in PLUGIN_HICACHE_DEFAULTS for item in pair)
 # turn (about 60 tokens) to the agent's history; up to 256 recomputed tokens per call are taken
 # as within its latency budget, so the tail of a history beyond that is evicted first.
 POLICY_CONFIGS = {"tlru": {"threshold": 256, "next_prompt_estimate": 64}}
-# The unlimited bound's host tier holds nothing, so it gets SGLang's smallest fixed size (GB; an
-# int). A fixed size overrides `--hicache-ratio`, which `--serve-arg` gives every system and
-# which at 0.8 does not fit next to the unlimited pool on 24 GiB (SGLang keeps 10 GiB free).
-UNLIMITED_HOST = (HOST, *WRITE_BACK, "--hicache-size", "1")
+# The unlimited bound's host tier holds nothing, so it gets a tiny pool: a hundredth of its device
+# pool (some 4,000 tokens, 0.1 GB at 200 agents). SGLang keeps 10 GiB of host memory free, so on
+# 24 GiB a ratio of 0.8 does not fit next to the unlimited pool, and neither did SGLang's smallest
+# fixed size (`--hicache-size` is whole GB) next to the replay's (0.79 GB left, 2026-12-01). These
+# come after the `--serve-arg` extras (`System.final_args`), which give every system a ratio; the
+# size 0 undoes an extra `--hicache-size` (a fixed size would override the ratio).
+UNLIMITED_HOST = (HOST, *WRITE_BACK)
+UNLIMITED_HOST_POOL = ("--hicache-size", "0", "--hicache-ratio", "0.01")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class System:
     hints: bool = False  # push distances, register agents (ScaleSim's API)
     unlimited: bool = False
     env: tuple[tuple[str, str], ...] = ()  # server environment
+    final_args: tuple[str, ...] = ()  # after the user's `--serve-arg` extras: not theirs to change
 
     @property
     def stock(self) -> bool:
@@ -81,7 +86,7 @@ def _all() -> dict[str, System]:
                                                             "--lora-eviction-policy", "lru"), hints=True,
                                       env=(("SGLANG_UNIFIED_RADIX_TREE_CORE_BACKEND", "python"),))
     out["unlimited"] = System("unlimited", ("--scalesim-disable", "--radix-eviction-policy", "lru", *UNLIMITED_HOST),
-                              unlimited=True)
+                              unlimited=True, final_args=UNLIMITED_HOST_POOL)
     return out
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import (HostTier, RequestRecord, WorkloadRun, host_tier, oracle_hit_rates, rescore, run_order,
-                                server_delta, trace_of, write_results)
+from scalesim.bench.sim import (HostTier, RequestRecord, RunConfig, WorkloadRun, host_tier, oracle_hit_rates, rescore,
+                                run_order, serve_args, server_delta, trace_of, write_results)
 from scalesim.bench.systems import Budget, select
+from scalesim.bench.workloads import WorkloadParams
 from scalesim.trace.format import TraceRecord, write_pushes, write_trace
 
 
@@ -162,13 +165,24 @@ def test_system_names_are_checked():
         select("sglang-lruu")
 
 
-def test_the_unlimited_bound_runs_the_host_tier_cache_class_with_a_fixed_small_host_pool():
-    (unlimited,) = select("unlimited")
-    # The same cache class as the systems it bounds; a fixed size, which a `--hicache-ratio` given
-    # to every system through `--serve-arg` does not override.
+def test_the_unlimited_bound_runs_the_host_tier_cache_class_with_a_tiny_host_pool():
+    (unlimited, scalesim) = select("unlimited,scalesim")
+    # The same cache class as the systems it bounds, with a host pool of a hundredth of its device
+    # pool, which the `--hicache-ratio` (or `--hicache-size`) given to every system through
+    # `--serve-arg` does not change: SGLang takes the last of a repeated flag.
     assert unlimited.args == ("--scalesim-disable", "--radix-eviction-policy", "lru", "--enable-hierarchical-cache",
-                              "--hicache-write-policy", "write_back", "--hicache-size", "1")
+                              "--hicache-write-policy", "write_back")
     assert unlimited.unlimited and not unlimited.hints
+    config = RunConfig(WorkloadParams(agents=4), model=Path("/m"), adapters=False,
+                       extra_args=("--hicache-ratio", "0.8", "--hicache-size", "3"))
+    budget = Budget.of([1000, 2000], active=1, resident=1, tail_tokens=100, output_tokens=32)
+    assert serve_args(config, budget, unlimited) == [
+        "--model-path", "/m", "--enable-cache-report", "--max-total-tokens", "5132", "--scalesim-disable",
+        "--radix-eviction-policy", "lru", "--enable-hierarchical-cache", "--hicache-write-policy", "write_back",
+        "--hicache-ratio", "0.8", "--hicache-size", "3", "--hicache-size", "0", "--hicache-ratio", "0.01"]
+    # Every other system takes the extras last.
+    assert serve_args(config, budget, scalesim)[-5:] == [
+        "--enable-hierarchical-cache", "--hicache-ratio", "0.8", "--hicache-size", "3"]
 
 
 def test_tlru_systems_carry_the_config_sglang_requires():
