@@ -16,6 +16,7 @@ from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 from scalesim import SGLANG_VERSION, __version__
 from scalesim.engine.sglang import (
     PLUGIN_NAME,
+    event_log,
     eviction,
     host_admission,
     host_tier,
@@ -46,9 +47,10 @@ def load() -> None:
     """
     timing = os.environ.get("SCALESIM_TREE_TIMING") == "1"
     timed = tuple(f"{targets.UNIFIED_CACHE}.{m}" for m in targets.TIMED_TREE_METHODS) if timing else ()
+    logged = targets.EVENT_LOG_TARGETS if event_log.enabled() else ()
     try:
         targets.check_version()
-        targets.check_targets(targets.HOOK_TARGETS + timed)
+        targets.check_targets(targets.HOOK_TARGETS + timed + logged)
     except targets.TargetMissingError as exc:
         raise SystemExit(f"scalesim plugin: {exc}") from exc
     register_message_types()
@@ -82,6 +84,15 @@ def load() -> None:
     ):
         HookRegistry.register(target, hook, kind)
     host_admission.install_log_filter()
+    if logged:
+        for target, hook, kind in (
+            (targets.UNIFIED_VICTIM, event_log.after_device_victim, HookType.AFTER),
+            (targets.UNIFIED_HOST_LEAF_EVICT, event_log.before_host_leaf_evict, HookType.BEFORE),
+            (targets.UNIFIED_DROP_SUBTREE, event_log.before_drop_subtree, HookType.BEFORE),
+            (targets.UNIFIED_LOAD_BACK, event_log.around_load_back, HookType.AROUND),
+            (targets.UNIFIED_RELEASE, event_log.before_release, HookType.BEFORE),
+        ):
+            HookRegistry.register(target, hook, kind)
     for target, method in zip(timed, targets.TIMED_TREE_METHODS):
         HookRegistry.register(target, _timed(method), HookType.AROUND)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())
