@@ -12,6 +12,7 @@ from scalesim.engine.sglang.launch import (
     ServeError,
     check_model_path,
     check_port_free,
+    cpu_runs_bf16,
     plugin_filter,
     split_argv,
     with_defaults,
@@ -31,7 +32,7 @@ def test_split_argv_rejects_unknown_scalesim_option():
 
 
 def test_cpu_defaults_added_only_where_absent():
-    argv = with_defaults(["--model-path", "m", "--attention-backend", "sdpa"], has_gpu=False)
+    argv = with_defaults(["--model-path", "m", "--attention-backend", "sdpa"], has_gpu=False, bf16=True)
     assert argv == [
         "--model-path", "m", "--attention-backend", "sdpa",
         "--device", "cpu",
@@ -41,6 +42,17 @@ def test_cpu_defaults_added_only_where_absent():
         "--sleep-on-idle",
     ]
     assert with_defaults(["--model-path=m", "--device=cpu"], has_gpu=False)[:2] == ["--model-path=m", "--device=cpu"]
+
+
+def test_a_cpu_without_native_bf16_serves_in_float32_unless_a_dtype_is_given():
+    assert with_defaults(["--model-path", "m"], has_gpu=False, bf16=False)[-2:] == ["--dtype", "float32"]
+    assert "--dtype" not in with_defaults(["--model-path", "m"], has_gpu=False, bf16=True)
+    assert with_defaults(["--model-path", "m", "--dtype=bfloat16"], has_gpu=False, bf16=False).count("float32") == 0
+    assert "--dtype" not in with_defaults(["--model-path", "m"], has_gpu=True, bf16=False)
+    # AVX2 only (an AMD EPYC here): float32; AVX-512 with bf16, or AMX: the model's bf16.
+    assert not cpu_runs_bf16(frozenset({"fpu", "avx2", "fma"}))
+    assert cpu_runs_bf16(frozenset({"avx2", "avx512f", "avx512_bf16"})) and cpu_runs_bf16(frozenset({"amx_bf16"}))
+    assert cpu_runs_bf16(None)  # flags unknown (not Linux, or not x86): the model's own type
 
 
 def test_gpu_gets_no_cpu_defaults_and_default_model_when_none_given():
@@ -95,7 +107,7 @@ def test_port_checks():
 
 
 def test_host_tier_on_cpu_gets_the_direct_layer_first_transfer_unless_chosen():
-    argv = with_defaults(["--model-path", "m", "--enable-hierarchical-cache"], has_gpu=False)
+    argv = with_defaults(["--model-path", "m", "--enable-hierarchical-cache"], has_gpu=False, bf16=True)
     assert argv[-4:] == ["--hicache-io-backend", "direct", "--hicache-mem-layout", "layer_first"]
     chosen = with_defaults(["--model-path", "m", "--enable-hierarchical-cache", "--hicache-io-backend", "kernel"],
                            has_gpu=False)
