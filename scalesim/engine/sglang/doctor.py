@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from scalesim import SGLANG_VERSION, __version__, paths
 from scalesim.engine.sglang import PLUGIN_GROUP, PLUGIN_NAME, patches, targets
-from scalesim.engine.sglang.launch import configure_device_env
+from scalesim.engine.sglang.launch import configure_device_env, cpu_flags, cpu_runs_bf16
 
 
 class Check(NamedTuple):
@@ -26,12 +26,12 @@ def _pkg_version(dist: str) -> str:
 
 
 def _cpu_flags() -> str:
-    try:
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    amx = sorted(f for f in flags.split() if f.startswith("amx"))
-    return "AMX: " + (" ".join(amx) if amx else "none")
+    flags = cpu_flags()
+    if flags is None:
+        return "flags unknown"
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    dtype = "bf16 models run in bf16" if cpu_runs_bf16(flags) else "no native bf16: bf16 models are served in float32"
+    return "AMX: " + (" ".join(amx) if amx else "none") + f"; {dtype}"
 
 
 def _kernel() -> Check:
