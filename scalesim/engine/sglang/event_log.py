@@ -19,6 +19,7 @@ import time
 from typing import Any, TextIO
 
 from scalesim.engine.sglang.scheduler_state import current, guarded
+from scalesim.policy.eviction import UNKNOWN
 
 ENV = "SCALESIM_EVENT_LOG"
 
@@ -53,8 +54,8 @@ def _log() -> EventLog:
 def node_fields(node: Any) -> dict[str, Any]:
     state = current()
     distance = state.node_distance(node)
-    return {"node": node.id, "agents": sorted(state._owners.get(node, ())), "tokens": len(node.key),
-            "dist": None if distance == float("inf") else distance, "tail": node in state._tails,
+    return {"node": node.id, "agents": sorted(state.node_owners(node)), "tokens": len(node.key),
+            "dist": None if distance == UNKNOWN else distance, "tail": state.is_tail(node),
             "host": bool(node.backuped)}
 
 

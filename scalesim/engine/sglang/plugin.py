@@ -47,10 +47,16 @@ def load() -> None:
     """
     timing = os.environ.get("SCALESIM_TREE_TIMING") == "1"
     timed = tuple(f"{targets.UNIFIED_CACHE}.{m}" for m in targets.TIMED_TREE_METHODS) if timing else ()
-    logged = targets.EVENT_LOG_TARGETS if event_log.enabled() else ()
+    logged = (
+        (targets.UNIFIED_VICTIM, event_log.after_device_victim, HookType.AFTER),
+        (targets.UNIFIED_HOST_LEAF_EVICT, event_log.before_host_leaf_evict, HookType.BEFORE),
+        (targets.UNIFIED_DROP_SUBTREE, event_log.before_drop_subtree, HookType.BEFORE),
+        (targets.UNIFIED_LOAD_BACK, event_log.around_load_back, HookType.AROUND),
+        (targets.UNIFIED_RELEASE, event_log.before_release, HookType.BEFORE),
+    ) if event_log.enabled() else ()
     try:
         targets.check_version()
-        targets.check_targets(targets.HOOK_TARGETS + timed + logged)
+        targets.check_targets(targets.HOOK_TARGETS + timed + tuple(target for target, _, _ in logged))
     except targets.TargetMissingError as exc:
         raise SystemExit(f"scalesim plugin: {exc}") from exc
     register_message_types()
@@ -81,18 +87,10 @@ def load() -> None:
         (targets.UNIFIED_WRITE_BACK_COPY, host_admission.around_execute_and_commit_kv_backup, HookType.AROUND),
         (targets.UNIFIED_LOAD_BACK, load_swap.around_load_back, HookType.AROUND),
         (targets.LORA_CPU_VICTIM, lora_cpu_tier.around_lru_lora_name, HookType.AROUND),
+        *logged,  # after ScaleSim's own hooks, so a logged victim is the one the policy chose
     ):
         HookRegistry.register(target, hook, kind)
     host_admission.install_log_filter()
-    if logged:
-        for target, hook, kind in (
-            (targets.UNIFIED_VICTIM, event_log.after_device_victim, HookType.AFTER),
-            (targets.UNIFIED_HOST_LEAF_EVICT, event_log.before_host_leaf_evict, HookType.BEFORE),
-            (targets.UNIFIED_DROP_SUBTREE, event_log.before_drop_subtree, HookType.BEFORE),
-            (targets.UNIFIED_LOAD_BACK, event_log.around_load_back, HookType.AROUND),
-            (targets.UNIFIED_RELEASE, event_log.before_release, HookType.BEFORE),
-        ):
-            HookRegistry.register(target, hook, kind)
     for target, method in zip(timed, targets.TIMED_TREE_METHODS):
         HookRegistry.register(target, _timed(method), HookType.AROUND)
     logger.info("ScaleSim %s plugin loaded in pid %d", __version__, os.getpid())

@@ -119,6 +119,14 @@ class SchedulerState:
             return UNKNOWN
         return self.nearest(self._owners.get(node, ()))
 
+    def node_owners(self, node: Any) -> frozenset[str]:
+        """The agents whose calls cached `node` (empty for an untagged node)."""
+        return frozenset(self._owners.get(node, ()))
+
+    def is_tail(self, node: Any) -> bool:
+        """Whether `node` belongs to an agent's latest call tail (kept out of distance ranking)."""
+        return node in self._tails
+
     def prefix_node(self, agent: str) -> Any:
         """Where the prefix the agent's last two calls shared ends (None until two calls forked
         below the root): what is worth keeping, or loading ahead, of the agent's state."""

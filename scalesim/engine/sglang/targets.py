@@ -42,7 +42,6 @@ UNIFIED_LOAD_BACK = f"{_UNIFIED}.load_back"
 _UNIFIED_CORE = "sglang.srt.mem_cache.unified_cache.unified_tree_core.UnifiedTreeCore"
 UNIFIED_HOST_LEAF_EVICT = f"{_UNIFIED_CORE}._evict_host_leaf"
 UNIFIED_DROP_SUBTREE = f"{_UNIFIED_CORE}.drop_subtree_no_host"
-EVENT_LOG_TARGETS = (UNIFIED_VICTIM, UNIFIED_HOST_LEAF_EVICT, UNIFIED_DROP_SUBTREE, UNIFIED_LOAD_BACK, UNIFIED_RELEASE)
 HOST_POOL_ALLOCATORS = "sglang.srt.mem_cache.pool_host.common.ALLOC_MEMORY_FUNCS"
 LORA_CPU_VICTIM = "sglang.srt.lora.lora_registry.LoRARegistry.lru_lora_name"
 EVICTION_FACTORIES = "sglang.srt.mem_cache.utils._EVICTION_POLICY_FACTORIES"
