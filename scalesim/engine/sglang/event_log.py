@@ -4,7 +4,10 @@
 `<path>`: each device victim (`device_evict`), host leaf evicted (`host_evict`: the state leaves
 both tiers), subtree dropped without a host copy (`drop`: its copy was declined or found no
 room), load from host memory (`load`: demand or prefetch) and finished request (`release`: its
-cached tokens, from either tier). Each line carries the distance-table epoch (the simulation step,
+cached tokens, from either tier), and before the first host eviction of a burst (at most one a
+second) what the two tiers hold (`tiers`: tokens on the device only, on host only and on both, by
+kind: locked by a request or a prefetch hold, call tail, agent state at a known distance, the
+rest; and the known-distance tokens in either tier by distance). Each line carries the distance-table epoch (the simulation step,
 for clients that push one table per step) and, for a node, its owners, tokens, distance as the
 policy ranks it and whether it is a call tail. The question it answers: where did the prefix of
 an agent that missed go, and how near was it then (docs/bench.md, "Finding where a miss came
@@ -24,10 +27,21 @@ from scalesim.policy.eviction import UNKNOWN
 ENV = "SCALESIM_EVENT_LOG"
 
 
+TIERS_EVERY_S = 1.0  # a burst of host evictions (hundreds of leaves) gets one snapshot
+
+
 class EventLog:
     def __init__(self, path: str) -> None:
         self.path = path
         self._file: TextIO | None = None  # opened by the first event: only the scheduler logs any
+        self._tiers_at = -TIERS_EVERY_S
+
+    def tiers_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._tiers_at < TIERS_EVERY_S:
+            return False
+        self._tiers_at = now
+        return True
 
     def write(self, event: str, **fields: Any) -> None:
         if self._file is None:
@@ -59,6 +73,38 @@ def node_fields(node: Any) -> dict[str, Any]:
             "host": bool(node.backuped)}
 
 
+def tier_fields(core: Any, held_tokens: int) -> dict[str, Any]:
+    """Tokens the tree holds per tier (`device`, `host`, `both`) and kind, and the known-distance
+    tokens in either tier by distance: what took the room when host memory evicts."""
+    from sglang.srt.mem_cache.unified_cache.component_type import ComponentType
+
+    state = current()
+    tiers: dict[str, dict[str, int]] = {"device": {}, "host": {}, "both": {}}
+    by_distance: dict[str, int] = {}
+    stack = list(core.root_node.children.values())
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children.values())
+        on_device, on_host = not node.evicted, bool(node.backuped)
+        if not (on_device or on_host):
+            continue
+        tokens = len(node.key)
+        distance = state.node_distance(node)
+        if on_device and node.component_data[ComponentType.FULL].lock_ref > 0:
+            kind = "locked"
+        elif state.is_tail(node):
+            kind = "tail"
+        else:
+            kind = "unknown" if distance == UNKNOWN else "known"
+        tier = tiers["both" if on_device and on_host else "device" if on_device else "host"]
+        tier[kind] = tier.get(kind, 0) + tokens
+        if distance != UNKNOWN:
+            key = f"{distance:g}"
+            by_distance[key] = by_distance.get(key, 0) + tokens
+    return {**tiers, "by_distance": dict(sorted(by_distance.items(), key=lambda kv: float(kv[0]))),
+            "held": held_tokens}
+
+
 @guarded
 def after_device_victim(result: Any, component: Any, *args: Any, **kwargs: Any) -> None:
     node = component._evict_device_last_node
@@ -68,7 +114,12 @@ def after_device_victim(result: Any, component: Any, *args: Any, **kwargs: Any) 
 
 @guarded
 def before_host_leaf_evict(core: Any, node: Any, *args: Any, **kwargs: Any) -> None:
-    _log().write("host_evict", **node_fields(node))
+    log = _log()
+    if log.tiers_due():
+        from scalesim.engine.sglang.kv_prefetch import prefetcher
+
+        log.write("tiers", **tier_fields(core, sum(hold.tokens for hold in prefetcher().held.values())))
+    log.write("host_evict", **node_fields(node))
 
 
 @guarded
