@@ -31,7 +31,7 @@ from scalesim.bench.workloads.replay import Replay
 from scalesim.client import AgentSpec, AsyncScaleSimClient
 from scalesim.memory.reference import CapacityError
 from scalesim.trace.format import TraceRecord, read_pushes, read_trace, write_pushes, write_trace
-from scalesim.trace.replay import replay_belady, replay_pushed
+from scalesim.trace.replay import Served, replay_belady, replay_pushed
 
 DEFAULT_WORKLOADS = ("plan_town", "spatial_town", "social_network", "debate", "replay")
 TAIL_TOKENS = 120  # the step-specific end of a prompt, at most (situation, last words)
@@ -217,7 +217,13 @@ class Bench:
             write_trace(self.config.out / f"trace-{workload}.jsonl", trace)
             write_pushes(self.config.out / f"hints-{workload}.jsonl", self.pushes[workload])
         host = host_tier(runs, self.budget.kv_tokens)
-        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host, self.pushes[w]) for w, t in self.traces.items()}
+        ours: dict[str, list[RequestRecord]] = {}
+        for run in runs:
+            if run.system == SERVED_SYSTEM:
+                ours.setdefault(run.workload, run.records)  # the first round's, with repeats
+        oracles = {w: oracle_hit_rates(t, self.budget.kv_tokens, host, self.pushes[w],
+                                       served_content(ours[w]) if w in ours else None)
+                   for w, t in self.traces.items()}
         results = report.summarise(runs, oracles, params=asdict(self.config.params),
                                    budget={**asdict(self.budget), "host_kv_tokens": host.tokens,
                                            "host_write_policy": host.write_policy},
@@ -232,21 +238,54 @@ def run_order(systems: tuple[System, ...], repeats: int) -> list[tuple[int, Syst
     return [(r, s) for r in range(repeats) for s in (systems if r % 2 == 0 else tuple(reversed(systems)))]
 
 
+SERVED_SYSTEM = "scalesim"  # whose served content `hints_served` replays
+
+
 def oracle_hit_rates(trace: list[TraceRecord], kv_tokens: int, host: HostTier,
-                     pushes: dict[float, dict[str, float]] | None = None) -> dict[str, float | None]:
+                     pushes: dict[float, dict[str, float]] | None = None,
+                     served: dict[tuple[float, str], Served] | None = None) -> dict[str, float | None]:
     """Belady's hit rate with the device KV budget, and with the distinct tokens device and host
     pool hold together (`HostTier.distinct_tokens`), the memory the host-tier systems have; with
     `pushes`, also the distance policy's with those hints in that memory (`hints`: None where a
-    step's callers do not fit in it together)."""
+    step's callers do not fit in it together), and with `served` the same holding what ScaleSim's
+    server held (`hints_served`: `served_content`)."""
     distinct = host.distinct_tokens(kv_tokens)
     out: dict[str, float | None] = {"device": replay_belady(trace, kv_tokens).hit_rate,
                                     "device_host": replay_belady(trace, distinct).hit_rate}
     if pushes is not None:
-        try:
-            out["hints"] = replay_pushed(trace, pushes, distinct).hit_rate
-        except CapacityError:
-            out["hints"] = None
+        for key, content in (("hints", None), ("hints_served", served)):
+            if key == "hints_served" and not served:
+                continue
+            try:
+                out[key] = replay_pushed(trace, pushes, distinct, content).hit_rate
+            except CapacityError:
+                out[key] = None
     return out
+
+
+def served_content(records: list[RequestRecord]) -> dict[tuple[float, str], Served]:
+    """What a server held for each call of a run, from its request records: the cached path is
+    the prefix plus what the agent's calls share past it (the chat template, the start of the
+    next message: the least a hit of that agent had cached past its prefix; for an agent
+    without a hit, the median of the others'), the tail the rest of the prompt plus the answer."""
+    past: dict[str, int] = {}
+    for r in records:
+        if r.hit:
+            extra = max(0, r.cached_tokens - r.prefix_tokens)
+            past[r.agent] = min(past.get(r.agent, extra), extra)
+    typical = sorted(past.values())[len(past) // 2] if past else 0
+    out = {}
+    for r in records:
+        path = r.prefix_tokens + past.get(r.agent, typical)
+        out[(float(r.step), r.agent)] = Served(path, max(0, r.prompt_tokens + r.output_tokens - path))
+    return out
+
+
+def read_requests(path: Path) -> list[RequestRecord]:
+    """`write_requests`' file back as records."""
+    fields = RequestRecord.__dataclass_fields__
+    return [RequestRecord(**{k: v for k, v in json.loads(line).items() if k in fields})
+            for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -305,11 +344,13 @@ def rescore(out: Path) -> dict[str, Any]:
     for w, entry in results["workloads"].items():
         trace, hints = out / f"trace-{w}.jsonl", out / f"hints-{w}.jsonl"
         h = entry.get("headline", {})
+        requests = out / "requests" / f"{SERVED_SYSTEM}-{w}.jsonl"
         if trace.exists():
-            oracles[w] = oracle_hit_rates(read_trace(trace), kv, host, read_pushes(hints) if hints.exists() else None)
+            oracles[w] = oracle_hit_rates(read_trace(trace), kv, host, read_pushes(hints) if hints.exists() else None,
+                                          served_content(read_requests(requests)) if requests.exists() else None)
         else:
             oracles[w] = {"device": h.get("oracle_hit_rate_device"), "device_host": h.get("oracle_hit_rate"),
-                          "hints": h.get("hints_hit_rate")}
+                          "hints": h.get("hints_hit_rate"), "hints_served": h.get("hints_served_hit_rate")}
     report.rescore(results, oracles)
     write_results(results, out)
     return results

@@ -17,7 +17,9 @@ use is farthest in the future (never again counts as infinitely far).
 `replay_pushed` runs the distance policy with the distances the simulation really pushed, one
 table per step, and each step's calls in flight together, as a server gets them: one pool, no
 tiers, no timing. Its misses beyond Belady's are the hints' (a call sooner than its hint said);
-a server's misses beyond it are the server's (its two tiers, loads in flight, call tails).
+a server's misses beyond it are the server's (its two tiers, loads in flight, timing). With
+`served` (a run's real content: each call's cached path, a few tokens past the trace's prefix,
+and its tail, the prompt past that path plus the answer) it replays what that server had to hold.
 """
 
 from __future__ import annotations
@@ -57,15 +59,16 @@ def _next_index(ids: Sequence[str]) -> list[float]:
     return nxt
 
 
-def _memory(trace: Sequence[TraceRecord], priority: Priority,
-            capacity: int) -> tuple[ReferenceMemory, DistanceTable, list[float]]:
-    """An empty pool of `capacity` tokens that knows every prefix of `trace`; its table; its clock."""
+def _memory(trace: Sequence[TraceRecord], priority: Priority, capacity: int,
+            sizes: Mapping[str, int] | None = None) -> tuple[ReferenceMemory, DistanceTable, list[float]]:
+    """An empty pool of `capacity` tokens that knows every prefix of `trace` (of its `prefix_len`,
+    or of `sizes[prefix]`); its table; its clock."""
     now = [0.0]
     table = DistanceTable(clock=lambda: now[0])
     memory = ReferenceMemory("kv", capacity, EvictionPolicy(priority, table))
     for r in trace:
         if memory.tier(r.prefix) is Tier.ABSENT:
-            memory.register(r.prefix, (r.agent,), r.prefix_len)
+            memory.register(r.prefix, (r.agent,), (sizes or {}).get(r.prefix, r.prefix_len))
     return memory, table, now
 
 
@@ -92,25 +95,54 @@ def replay_policy(trace: Sequence[TraceRecord], priority: Priority, capacity: in
                         len(trace), s.hits, s.misses, s.bytes_loaded)
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a server held for one call: its cached path (the prefix and what the agent's calls
+    share past it) and its tail (the rest of the prompt plus the answer), in tokens."""
+
+    path: int
+    tail: int
+
+
 def replay_pushed(trace: Sequence[TraceRecord], pushes: Mapping[float, Mapping[str, float]],
-                  capacity: int) -> ReplayResult:
+                  capacity: int, served: Mapping[tuple[float, str], Served] | None = None) -> ReplayResult:
     """The distance policy over `trace` with `pushes[step]`, the full table pushed before that
     step's calls (none pushed: every agent unknown). A step's prefixes stay pinned until all its
-    calls are in (an agent calls at most once per step). Raises `CapacityError` where a step's
-    prefixes do not fit together."""
-    memory, table, now = _memory(trace, DistancePriority(), capacity)
+    calls are in (an agent calls at most once per step). With `served[(step, agent)]`, a prefix
+    takes its longest served path, and each call's tail is pinned with it, then kept with no owner
+    (ranked first for eviction, as a server ranks an agent's last call tail). Hits, misses and
+    tokens loaded count prefixes only. Raises `CapacityError` where a step's calls do not fit
+    together."""
+    served = served or {}
+    paths: dict[str, int] = {}
+    for r in trace:
+        if (r.step, r.agent) in served:
+            paths[r.prefix] = max(paths.get(r.prefix, 0), served[(r.step, r.agent)].path)
+    memory, table, now = _memory(trace, DistancePriority(), capacity, paths)
     steps: dict[float, list[TraceRecord]] = {}
     for r in trace:
         steps.setdefault(r.step, []).append(r)
+    hits = loaded = 0
     for epoch, (step, records) in enumerate(steps.items(), start=1):
         now[0] = float(step)
         table.update(pushes.get(step, {}), epoch, replace=True)
+        held = []
         for r in records:
-            memory.access(r.prefix, now[0])
-        for r in records:
-            memory.release(r.prefix)
-    s = memory.stats
-    return ReplayResult("distance/pushed", len(trace), s.hits, s.misses, s.bytes_loaded)
+            if memory.access(r.prefix, now[0]):
+                hits += 1
+            else:
+                loaded += memory.size(r.prefix)
+            held.append(r.prefix)
+            call = served.get((r.step, r.agent))
+            if call is not None and call.tail > 0:
+                tail = ("tail", r.step, r.agent)
+                memory.register(tail, (), call.tail)
+                memory.access(tail, now[0])
+                held.append(tail)
+        for key in held:
+            memory.release(key)
+    name = "distance/pushed" + ("/served" if served else "")
+    return ReplayResult(name, len(trace), hits, len(trace) - hits, loaded)
 
 
 def replay_belady(trace: Sequence[TraceRecord], capacity: int) -> ReplayResult:

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from scalesim.bench.report import counters_line, headline, markdown, summarise
-from scalesim.bench.sim import (HostTier, RequestRecord, RunConfig, WorkloadRun, host_tier, oracle_hit_rates, rescore,
-                                run_order, serve_args, server_delta, trace_of, write_results)
+from scalesim.bench.sim import (HostTier, RequestRecord, RunConfig, WorkloadRun, host_tier, oracle_hit_rates,
+                                read_requests, rescore, run_order, serve_args, served_content, server_delta, trace_of,
+                                write_requests, write_results)
 from scalesim.bench.systems import Budget, select
 from scalesim.bench.workloads import WorkloadParams
 from scalesim.trace.format import TraceRecord, write_pushes, write_trace
+from scalesim.trace.replay import Served
 
 
 META = {"params": {"agents": 2, "active": 0.5, "resident": 0.5, "steps": 2, "seed": 0},
@@ -135,7 +137,23 @@ def test_rescoring_replays_the_kept_trace_with_the_kept_hints(tmp_path):
     write_pushes(tmp_path / "hints-w.jsonl", {0: {"a": 0}, 1: {"b": 0}, 2: {"c": 0, "b": 1, "a": 2}, 3: {"a": 0}})
     h = rescore(tmp_path)["workloads"]["w"]["headline"]
     assert (h["oracle_hit_rate_device"], h["oracle_hit_rate"], h["hints_hit_rate"]) == (0.0, 0.25, 0.0)
-    assert "the pushed hints' in that memory as one pool: 0.00)" in (tmp_path / "results.md").read_text()
+    assert "the pushed hints' in that memory as one pool: 0.00, n/a holding what ScaleSim's server held)" in (
+        tmp_path / "results.md").read_text()
+    # ScaleSim's request log kept: its calls' tails (15 tokens each) also take room.
+    write_requests(tmp_path / "requests" / "scalesim-w.jsonl", calls)
+    assert rescore(tmp_path)["workloads"]["w"]["headline"]["hints_served_hit_rate"] == 0.0
+    assert "as one pool: 0.00, 0.00 holding what ScaleSim's server held)" in (tmp_path / "results.md").read_text()
+
+
+def test_served_content_is_each_calls_path_and_tail(tmp_path):
+    # a's hits had 8 and 5 tokens cached past the prefix: its path is 5 past it; b never hit and
+    # gets the median of the others' (5). The tail: the rest of the prompt plus the answer.
+    records = [RequestRecord(0, "a", 100, 130, 0, 10, 0.1), RequestRecord(1, "a", 100, 130, 108, 10, 0.1),
+               RequestRecord(2, "a", 100, 131, 105, 10, 0.1), RequestRecord(2, "b", 200, 240, 0, 12, 0.1)]
+    assert served_content(records) == {(0.0, "a"): Served(105, 35), (1.0, "a"): Served(105, 35),
+                                       (2.0, "a"): Served(105, 36), (2.0, "b"): Served(205, 47)}
+    write_requests(tmp_path / "r.jsonl", records)
+    assert read_requests(tmp_path / "r.jsonl") == records
 
 
 def test_budget_holds_the_working_set_plus_the_resident_share():

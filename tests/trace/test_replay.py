@@ -14,6 +14,7 @@ from scalesim.memory.reference import CapacityError
 from scalesim.policy import DistancePriority, EvictionPolicy, LRUPriority, make_priority
 from scalesim.trace import (TraceError, TraceRecord, read_pushes, read_trace, replay_belady, replay_policy,
                             replay_pushed, write_pushes, write_trace)
+from scalesim.trace.replay import Served
 
 
 def trace_from_agents(seq: list[str], size: int | list[int] = 10) -> list[TraceRecord]:
@@ -59,6 +60,21 @@ def test_pushed_hints_replay_follows_the_pushed_table_and_pins_a_steps_calls_tog
     with pytest.raises(CapacityError):
         replay_pushed(_steps("abc"), {}, 20)
     assert replay_belady(_steps("abc"), 20).misses == 3
+
+
+def test_pushed_hints_replay_of_the_served_content_holds_paths_and_tails():
+    # 30 tokens. Prefixes alone (10 each) fit a b c together: b and a hit at steps 2 and 3. As
+    # served, paths are 11 and each call's tail 3 tokens: step 1 needs room for c, evicts the two
+    # tails first (no owner), then the farthest agent, a; b still hits, a misses.
+    tr = _steps("ab", "c", "b", "a")
+    pushes = {0: {"a": 0, "b": 0, "c": 1}, 1: {"c": 0, "b": 1, "a": 2}, 2: {"b": 0, "a": 1}, 3: {"a": 0}}
+    assert replay_pushed(tr, pushes, 30).hits == 2
+    served = {(r.step, r.agent): Served(11, 3) for r in tr}
+    r = replay_pushed(tr, pushes, 30, served)
+    assert (r.policy, r.requests, r.hits, r.misses, r.tokens_loaded) == ("distance/pushed/served", 5, 1, 4, 44)
+    # Paths without tails: 33 tokens hold all three, and both hit again.
+    no_tails = replay_pushed(tr, pushes, 33, {(r.step, r.agent): Served(11, 0) for r in tr})
+    assert (no_tails.hits, no_tails.tokens_loaded) == (2, 33)
 
 
 def test_pushes_round_trip_and_bad_lines(tmp_path):
