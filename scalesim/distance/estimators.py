@@ -229,20 +229,33 @@ class TurnEstimator:
         self.position = 0
         self._skips: dict[str, int] = {}
 
+    @property
+    def speaker(self) -> str:
+        """Who speaks at the current turn (D = 0)."""
+        return self.order[self.position]
+
     def skip(self, agent: str, turns: int = 1) -> None:
         if turns < 0:
             raise ValueError(f"turns must be >= 0, got {turns}")
         self._skips[agent] = self._skips.get(agent, 0) + turns
+        # The current speaker's next turn is this one: passing it hands the turn on now. Left
+        # pending, the speaker would still speak while `distances` already counted it a round
+        # away, and its state would go first (the debate lost ~20 calls' prefixes so).
+        self._pass_skipped()
 
     def advance(self) -> str:
         """The current speaker speaks; move to the next non-skipped turn. Returns who spoke."""
-        spoke = self.order[self.position]
+        spoke = self.speaker
         self.position = (self.position + 1) % len(self.order)
-        # Pass over skipped turns (bounded: each pass consumes one skip).
-        while self._skips.get(self.order[self.position], 0) > 0:
-            self._skips[self.order[self.position]] -= 1
-            self.position = (self.position + 1) % len(self.order)
+        self._pass_skipped()
         return spoke
+
+    def _pass_skipped(self) -> None:
+        """Move past skipped turns, so that the current turn is never a skipped one (bounded:
+        each pass consumes one skip)."""
+        while self._skips.get(self.speaker, 0) > 0:
+            self._skips[self.speaker] -= 1
+            self.position = (self.position + 1) % len(self.order)
 
     def distances(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -253,12 +266,11 @@ class TurnEstimator:
         horizon = n * (1 + max(skips.values(), default=0))
         for i in range(horizon):
             agent = self.order[(self.position + i) % n]
-            if agent in out:
-                continue
             if skips.get(agent, 0) > 0:
                 skips[agent] -= 1
                 continue
-            out[agent] = float(turn)
+            # Every turn spoken counts, a repeat speaker's too: a skipped one costs no time.
+            out.setdefault(agent, float(turn))
             turn += 1
             if len(out) == len(set(self.order)):
                 break

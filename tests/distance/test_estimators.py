@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scalesim.distance.estimators import (
     ActivationPathEstimator,
@@ -139,11 +141,40 @@ def test_turn_order_across_rounds_and_skips():
     assert t.advance() == "a"
     assert t.distances() == {"b": 0.0, "c": 1.0, "a": 2.0}
     t.skip("c")
-    # c's next turn is passed over: a goes right after b, c comes in the next round.
-    assert t.distances() == {"b": 0.0, "a": 1.0, "c": 2.0}
+    # c's next turn is passed over: a goes right after b, c comes in the next round, after b.
+    assert t.distances() == {"b": 0.0, "a": 1.0, "c": 3.0}
     assert t.advance() == "b"
     assert t.advance() == "a"  # c's turn was skipped
     assert t.distances() == {"b": 0.0, "c": 1.0, "a": 2.0}
+
+
+def test_turn_skip_of_the_current_speaker_hands_the_turn_on():
+    t = TurnEstimator(["a", "b", "c"])
+    assert t.advance() == "a"
+    t.skip("b")  # b was to speak now: c speaks instead, b in the next round
+    assert t.speaker == "c"
+    assert t.distances() == {"c": 0.0, "a": 1.0, "b": 2.0}
+    assert [t.advance() for _ in range(4)] == ["c", "a", "b", "c"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 2)), max_size=30))
+def test_turn_distances_are_the_schedule_while_no_skip_is_announced(ops):
+    """Whatever advances and skips came before, D is exactly the number of turns until the agent
+    speaks, and D = 0 is the current speaker."""
+    order = ["a", "b", "c", "a", "d"]
+    t = TurnEstimator(order)
+    for speak, who, turns in ops:
+        if speak:
+            t.advance()
+        else:
+            t.skip("abcd"[who], turns)
+    d = t.distances()
+    assert d[t.speaker] == 0.0
+    first: dict[str, float] = {}
+    for turn in range(len(order) * (2 + sum(turns for _, _, turns in ops))):
+        first.setdefault(t.advance(), float(turn))
+    assert d == first
 
 
 def test_turn_agent_speaking_twice_per_round_takes_nearest():

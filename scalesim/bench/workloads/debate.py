@@ -39,14 +39,14 @@ class Debate(Simulation):
     def calls(self, step: int) -> list[Call]:
         calls = []
         for i, turns in enumerate(self.turns):
-            speaker = turns.order[turns.position]
+            speaker = turns.speaker
             calls.append(Call(speaker, f"Debate on {self.topics[i]}, round {step // len(turns.order) + 1}. "
                                        f"The previous speaker said: \"{self.last_words[i]}\". Your reply:"))
         return calls
 
     def observe(self, step: int, agent: str, text: str) -> None:
         super().observe(step, agent, text)
-        i = next(i for i, t in enumerate(self.turns) if t.order[t.position] == agent)
+        i = next(i for i, t in enumerate(self.turns) if t.speaker == agent)
         self.last_words[i] = self.last_said[agent] or "(silence)"
         self.turns[i].advance()
         if self.rng.random() < PASS_CHANCE:  # someone at the table will pass their next turn
