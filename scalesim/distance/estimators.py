@@ -240,7 +240,7 @@ class TurnEstimator:
         self._skips[agent] = self._skips.get(agent, 0) + turns
         # The current speaker's next turn is this one: passing it hands the turn on now. Left
         # pending, the speaker would still speak while `distances` already counted it a round
-        # away, and its state would go first (the debate lost ~20 calls' prefixes so).
+        # away, and its state would go first (docs/bench.md: the debate's hint).
         self._pass_skipped()
 
     def advance(self) -> str:
