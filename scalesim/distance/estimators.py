@@ -264,6 +264,7 @@ class TurnEstimator:
         turn = 0
         # Walk enough rounds to pass every pending skip.
         horizon = n * (1 + max(skips.values(), default=0))
+        agents = len(set(self.order))
         for i in range(horizon):
             agent = self.order[(self.position + i) % n]
             if skips.get(agent, 0) > 0:
@@ -272,7 +273,7 @@ class TurnEstimator:
             # Every turn spoken counts, a repeat speaker's too: a skipped one costs no time.
             out.setdefault(agent, float(turn))
             turn += 1
-            if len(out) == len(set(self.order)):
+            if len(out) == agents:
                 break
         return out
 
