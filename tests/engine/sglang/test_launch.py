@@ -55,6 +55,28 @@ def test_a_cpu_without_native_bf16_serves_in_float32_unless_a_dtype_is_given():
     assert cpu_runs_bf16(None)  # flags unknown (not Linux, or not x86): the model's own type
 
 
+def test_a_bf16_model_served_in_float32_keeps_a_bf16_kv_cache_unless_told(tmp_path):
+    bf16_model, fp32_model = tmp_path / "bf16", tmp_path / "fp32"
+    for model, dtype in ((bf16_model, '"dtype": "bfloat16"'), (fp32_model, '"torch_dtype": "float32"')):
+        model.mkdir()
+        (model / "config.json").write_text("{" + dtype + "}")
+    argv = with_defaults(["--model-path", str(bf16_model)], has_gpu=False, bf16=False)
+    assert argv[-4:] == ["--dtype", "float32", "--kv-cache-dtype", "bfloat16"]
+    assert with_defaults([f"--model-path={bf16_model}"], has_gpu=False, bf16=False)[-2:] == ["--kv-cache-dtype", "bfloat16"]
+    assert with_defaults(["--model-path", str(fp32_model)], has_gpu=False, bf16=False)[-2:] == ["--dtype", "float32"]
+    # The user's choice wins: a KV type of their own, or a dtype of their own (then neither default).
+    told = with_defaults(["--model-path", str(bf16_model), "--kv-cache-dtype", "auto"], has_gpu=False, bf16=False)
+    assert told.count("--kv-cache-dtype") == 1 and told[-2:] == ["--dtype", "float32"]
+    assert "--kv-cache-dtype" not in with_defaults(["--model-path", str(bf16_model), "--dtype", "float32"],
+                                                   has_gpu=False, bf16=False)
+    # Native bf16, a GPU, or a model whose type cannot be read ("m": no config.json): nothing.
+    assert "--kv-cache-dtype" not in with_defaults(["--model-path", str(bf16_model)], has_gpu=False, bf16=True)
+    assert "--kv-cache-dtype" not in with_defaults(["--model-path", str(bf16_model)], has_gpu=True, bf16=False)
+    assert "--kv-cache-dtype" not in with_defaults(["--model-path", "m"], has_gpu=False, bf16=False)
+    # The embedded default model is bf16.
+    assert with_defaults([], has_gpu=False, bf16=False)[-2:] == ["--kv-cache-dtype", "bfloat16"]
+
+
 def test_gpu_gets_no_cpu_defaults_and_default_model_when_none_given():
     assert with_defaults([], has_gpu=True) == ["--model-path", str(paths.default_model_path())]
     assert with_defaults(["--model", "x"], has_gpu=True) == ["--model", "x"]
