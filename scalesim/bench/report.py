@@ -39,6 +39,23 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def call_figures(records: Sequence[Any]) -> dict[str, Any]:
+    """What a run's request records tell beyond the totals: `misses_after_first_calls`, the calls
+    of an agent that had called before and found its prefix not cached (first calls miss on every
+    system: the others are the ones memory policy decides), and `step_s`, each step's slowest
+    call, the step's time to within the client's overhead (a step's calls go out together and the
+    next step waits for all of them): steps that are the same work for every system (the cold
+    ones) then compare server against server within a run."""
+    seen: set[str] = set()
+    misses = 0
+    slowest: dict[int, float] = {}
+    for r in records:
+        misses += r.agent in seen and not r.hit
+        seen.add(r.agent)
+        slowest[r.step] = max(slowest.get(r.step, 0.0), r.latency_s)
+    return {"misses_after_first_calls": misses, "step_s": [round(slowest[k], 2) for k in sorted(slowest)]}
+
+
 def metrics(run: Any) -> dict[str, Any]:
     records = run.records
     prompt = sum(r.prompt_tokens for r in records)
@@ -60,6 +77,7 @@ def metrics(run: Any) -> dict[str, Any]:
         "cached_token_share": round(cached / prompt, 4) if prompt else 0.0,
         "recomputed_tokens": prompt - cached,
         "mean_latency_s": round(statistics.fmean(latencies), 3) if latencies else 0.0,
+        **call_figures(records),
         "server": run.server,
     }
 
@@ -188,11 +206,12 @@ def markdown(results: dict[str, Any]) -> str:
                   f"as one pool: {_fmt(h.get('hints_hit_rate'))}, {_fmt(h.get('hints_served_hit_rate'))} "
                   f"holding what ScaleSim's server held)", "",
                   "| system | makespan s | req/s | latency p50 / p95 s | KV hit rate | cached tokens | "
-                  "recomputed tokens | cold |", "|---|---|---|---|---|---|---|---|"]
+                  "recomputed tokens | cold | misses after first calls |", "|---|---|---|---|---|---|---|---|---|"]
         for system, m in entry["systems"].items():
             lines.append(f"| {system} | {_makespan(m)} | {m['requests_per_s']:.2f} | "
                          f"{m['latency_p50_s']:.2f} / {m['latency_p95_s']:.2f} | {m['kv_hit_rate']:.2f} | "
-                         f"{m['cached_token_share']:.2f} | {m['recomputed_tokens']} | {m['cold_share']:.2f} |")
+                         f"{m['cached_token_share']:.2f} | {m['recomputed_tokens']} | {m['cold_share']:.2f} | "
+                         f"{_fmt(m.get('misses_after_first_calls'), 'd')} |")
         notes = [counters_line(system, m["server"]) for system, m in entry["systems"].items() if m.get("server")]
         if notes:
             lines += ["", *notes]

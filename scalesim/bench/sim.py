@@ -332,8 +332,8 @@ def write_results(results: dict[str, Any], out: Path) -> None:
 
 def rescore(out: Path) -> dict[str, Any]:
     """Recompute the headline, table and plot of a finished run from its `results.json`, traces and
-    hints; a workload whose trace was not kept (committed results keep none) keeps its recorded
-    oracles."""
+    hints, and each system's `call_figures` from its kept requests (one round per system); a
+    workload whose trace was not kept (committed results keep none) keeps its recorded oracles."""
     results = json.loads((out / "results.json").read_text())
     budget = results["meta"]["budget"]
     kv = budget["kv_tokens"]
@@ -342,6 +342,10 @@ def rescore(out: Path) -> dict[str, Any]:
                     budget.get("host_write_policy", WRITE_THROUGH))
     oracles = {}
     for w, entry in results["workloads"].items():
+        for system, m in entry["systems"].items():  # runs recorded before these figures existed
+            kept = out / "requests" / f"{system}-{w}.jsonl"
+            if "rounds" not in m and kept.exists():
+                m.update(report.call_figures(read_requests(kept)))
         trace, hints = out / f"trace-{w}.jsonl", out / f"hints-{w}.jsonl"
         h = entry.get("headline", {})
         requests = out / "requests" / f"{SERVED_SYSTEM}-{w}.jsonl"

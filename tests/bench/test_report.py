@@ -145,6 +145,28 @@ def test_rescoring_replays_the_kept_trace_with_the_kept_hints(tmp_path):
     assert "as one pool: 0.00, 0.00 holding what ScaleSim's server held)" in (tmp_path / "results.md").read_text()
 
 
+def test_misses_after_first_calls_and_each_steps_slowest_call(tmp_path):
+    # a misses twice: its first call (cold, every system's) and at step 2 (a miss after a first
+    # call); b's second call hits (95 of 100 cached: at least 90%), c only calls once.
+    records = [RequestRecord(0, "a", 100, 110, 0, 5, 2.0), RequestRecord(0, "b", 100, 110, 0, 5, 3.5),
+               RequestRecord(1, "c", 100, 110, 0, 5, 1.25), RequestRecord(2, "a", 100, 110, 50, 5, 4.0),
+               RequestRecord(2, "b", 100, 110, 95, 5, 0.5)]
+    runs = [WorkloadRun("w", "scalesim", 9.0, records), WorkloadRun("w", "unlimited", 5.0, records[:3])]
+    results = summarise(runs, {}, **META)
+    m = results["workloads"]["w"]["systems"]["scalesim"]
+    assert (m["misses_after_first_calls"], m["step_s"]) == (1, [3.5, 1.25, 4.0])
+    assert "| 0.60 | 1 |" in markdown(results)  # cold share, then the misses after first calls
+    # A run recorded before these figures: `rescore` adds them from the kept requests.
+    for entry in results["workloads"]["w"]["systems"].values():
+        del entry["misses_after_first_calls"], entry["step_s"]
+    write_results(results, tmp_path)
+    assert "| 0.60 | n/a |" in (tmp_path / "results.md").read_text()
+    write_requests(tmp_path / "requests" / "scalesim-w.jsonl", records)
+    systems = rescore(tmp_path)["workloads"]["w"]["systems"]
+    assert (systems["scalesim"]["misses_after_first_calls"], systems["scalesim"]["step_s"]) == (1, [3.5, 1.25, 4.0])
+    assert "misses_after_first_calls" not in systems["unlimited"]  # its requests were not kept
+
+
 def test_served_content_is_each_calls_path_and_tail(tmp_path):
     # a's hits had 8 and 5 tokens cached past the prefix: its path is 5 past it; b never hit and
     # gets the median of the others' (5). The tail: the rest of the prompt plus the answer.
