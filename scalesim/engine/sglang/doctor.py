@@ -30,7 +30,8 @@ def _cpu_flags() -> str:
     if flags is None:
         return "flags unknown"
     amx = sorted(f for f in flags if f.startswith("amx"))
-    dtype = "bf16 models run in bf16" if cpu_runs_bf16(flags) else "no native bf16: bf16 models are served in float32, their KV cache in bf16"
+    dtype = ("bf16 models run in bf16" if cpu_runs_bf16(flags)
+             else "no native bf16: bf16 models are served in float32, their KV cache in bf16")
     return "AMX: " + (" ".join(amx) if amx else "none") + f"; {dtype}"
 
 

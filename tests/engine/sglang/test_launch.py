@@ -62,7 +62,8 @@ def test_a_bf16_model_served_in_float32_keeps_a_bf16_kv_cache_unless_told(tmp_pa
         (model / "config.json").write_text("{" + dtype + "}")
     argv = with_defaults(["--model-path", str(bf16_model)], has_gpu=False, bf16=False)
     assert argv[-4:] == ["--dtype", "float32", "--kv-cache-dtype", "bfloat16"]
-    assert with_defaults([f"--model-path={bf16_model}"], has_gpu=False, bf16=False)[-2:] == ["--kv-cache-dtype", "bfloat16"]
+    argv = with_defaults([f"--model-path={bf16_model}"], has_gpu=False, bf16=False)
+    assert argv[-2:] == ["--kv-cache-dtype", "bfloat16"]
     assert with_defaults(["--model-path", str(fp32_model)], has_gpu=False, bf16=False)[-2:] == ["--dtype", "float32"]
     # The user's choice wins: a KV type of their own, or a dtype of their own (then neither default).
     told = with_defaults(["--model-path", str(bf16_model), "--kv-cache-dtype", "auto"], has_gpu=False, bf16=False)
