@@ -60,11 +60,7 @@ def metrics(run: Any) -> dict[str, Any]:
     records = run.records
     prompt = sum(r.prompt_tokens for r in records)
     cached = sum(min(r.cached_tokens, r.prompt_tokens) for r in records)
-    seen: set[str] = set()
-    cold = 0
-    for r in records:
-        cold += r.agent not in seen
-        seen.add(r.agent)
+    cold = len({r.agent for r in records})  # an agent's first call is the cold one
     latencies = [r.latency_s for r in records]
     return {
         "makespan_s": round(run.makespan_s, 3),
