@@ -30,7 +30,8 @@ def _batch(prefixes: list[int], news: list[int], heads: int = 9, kv_heads: int =
             torch.tensor(prefixes), torch.tensor(news))
 
 
-@pytest.mark.parametrize("prefixes, news", [([1800], [40]), ([0, 1500, 37], [20, 1, 300]), ([5, 0], [1, 9])])
+@pytest.mark.parametrize("prefixes, news", [([1800], [40]), ([30], [600]), ([700], [700]), ([0, 1500, 37], [20, 1, 300]),
+                                             ([5, 0], [1, 9])])
 def test_new_rows_equal_sglangs(prefixes, news):
     from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
 
@@ -51,6 +52,21 @@ def test_new_rows_equal_sglangs(prefixes, news):
     if len(prefixes) == 1:
         assert torch.equal(ours, theirs)
     assert calls == ([1] if sum(prefixes) == 0 else [])  # no cached prefix: SGLang's own path
+
+
+def test_each_sequence_takes_the_cheaper_formulation(monkeypatch):
+    """A prefix no longer than the new rows: SGLang's padded query under `is_causal` (the kernel
+    skips the blocks above the diagonal); a longer one: the new rows alone under a mask."""
+    from scalesim.engine.sglang import cpu_attention
+
+    taken = []
+    for name, label in (("padded_causal_attention", "padded"), ("grouped_attention", "mask")):
+        real = getattr(cpu_attention, name)
+        monkeypatch.setattr(cpu_attention, name, lambda *a, _real=real, _label=label: taken.append(_label) or _real(*a))
+    query, k, v, table, rows, seq_lens, prefix_lens, new_lens = _batch([0, 30, 64, 65, 1500], [20, 600, 64, 64, 1])
+    cpu_attention.extend_new_rows(query, torch.zeros_like(query), k, v, table, rows, seq_lens, prefix_lens, new_lens,
+                                  scaling=0.125, enable_gqa=True)
+    assert taken == ["padded", "padded", "padded", "mask", "mask"]
 
 
 def test_sliding_windows_and_non_causal_attention_take_sglangs_path():
