@@ -85,13 +85,11 @@ def padded_causal_attention(q: Any, k: Any, v: Any, prefix: int, scaling: Any, e
     """The new rows q [heads, new, dim] of a sequence whose first `prefix` tokens are cached, as
     SGLang computes them: a query as long as the sequence (the prefix's rows zero, their outputs
     dropped) under `is_causal`, whose upper-left-aligned mask is then the right one."""
+    import torch
     from torch.nn.functional import scaled_dot_product_attention
 
-    heads, new, dim = q.shape
     if prefix:
-        padded = q.new_zeros((heads, prefix + new, dim))
-        padded[:, prefix:, :] = q
-        q = padded
+        q = torch.cat((q.new_zeros((q.shape[0], prefix, q.shape[2])), q), dim=1)
     out = scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), is_causal=True,
                                        enable_gqa=enable_gqa, scale=scaling).squeeze(0)
     return out[:, prefix:, :]
