@@ -3,7 +3,9 @@
 Each record is one call: the agent, its prefix identity and length, its output length. The
 prefix text is generated from the prefix identity, so the same identity always gives the same
 text and length. Hint: the trace's own `next_step` (what the simulation knew), as steps from now.
-Steps are the trace's distinct `step` values in order.
+Steps are the trace's distinct `step` values in order; `--steps` (the parameters' `steps`) caps
+how many are run, so a long trace can be run in part. Distances still count the trace's later
+steps, as the simulation knew them when it was recorded.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Replay(Simulation):
 
     @property
     def n_steps(self) -> int:
-        return len(self.times)
+        return min(len(self.times), self.params.steps)
 
     def _at(self, step: int) -> list[TraceRecord]:
         t = self.times[step] if step < len(self.times) else None
