@@ -1,4 +1,4 @@
-"""Where the part of a chat prompt worth keeping ends: everything before its last message.
+"""Where the part of a chat prompt worth keeping ends: everything before its last message's content.
 
 A simulation agent's call is its private prefix (persona, memories, the dialogue so far) plus a
 new situation. The scheduler learns where the prefix ends from the agent's second call, where
@@ -9,10 +9,14 @@ call at steps 6-9, holding some 7,700 tokens of such tails; misses there are sen
 memory: a replay of that run's schedule misses 26 calls after first calls in the tiers' 298,084
 tokens, and 42 (the server: 43) in 285,000.
 
-On the chat route the boundary is known at the first call: the prompt minus its last message.
-The HTTP process renders the messages before the last one with the model's chat template (once
-per distinct prefix: `ChatPrefixes` keeps a bounded cache) and sends their token count with the
-request's agent, together with the last few token ids. The scheduler uses it only where those
+On the chat route the boundary is known at the first call: the prompt minus its last message,
+plus the header the template opens that message with (`<|im_start|>user\n`), which every call
+of the agent shares whatever it says. The HTTP process renders the messages before the last one
+with the model's chat template (once per distinct prefix and role of the last message:
+`ChatPrefixes` keeps a bounded cache) and sends their token count with the request's agent,
+together with the last few token ids. The boundary also serves every later call whose previous
+call's tail is gone (evicted first, as tails are): without the header it would leave those
+tokens in the tail, recomputed on every such call (3 tokens a call with the default model). The scheduler uses it only where those
 ids are the prompt's own at that position (`PromptPrefix.matches`), so a template SGLang renders
 differently (a `--chat-template` of its own, tools, multimodal parts) costs nothing but the hint.
 A conversation's last turn is part of its next call: marked as a tail it may be evicted first and
@@ -52,7 +56,8 @@ def _plain_messages(messages: Any) -> bool:
 
 
 class ChatPrefixes:
-    """`of(messages)`: the prefix of a chat request's prompt before its last message, or None."""
+    """`of(messages)`: the prefix of a chat request's prompt before its last message's content
+    (the messages before it and that message's header), or None."""
 
     def __init__(self, render: Callable[[list[dict[str, Any]]], Sequence[int]], size: int = CACHE_SIZE) -> None:
         self.render = render  # messages -> token ids, chat template applied, no generation prompt
@@ -64,13 +69,13 @@ class ChatPrefixes:
     def of(self, messages: Any) -> PromptPrefix | None:
         if not _plain_messages(messages):
             return None
-        head = messages[:-1]
-        digest = hashlib.blake2b(json.dumps(head, sort_keys=True).encode(), digest_size=16).digest()
+        head, role = messages[:-1], messages[-1]["role"]
+        digest = hashlib.blake2b(json.dumps([head, role], sort_keys=True).encode(), digest_size=16).digest()
         if digest in self._cache:
             self._cache.move_to_end(digest)
             return self._cache[digest]
         try:
-            ids = [int(i) for i in self.render(head)]
+            ids = self._with_turn_header(head, role)
             self.rendered += 1
         except Exception:  # a template that refuses these messages: no hint, the request goes on
             self.failed += 1
@@ -80,6 +85,21 @@ class ChatPrefixes:
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return found
+
+    def _with_turn_header(self, head: list[dict[str, Any]], role: str) -> list[int]:
+        """`head` rendered, then the tokens two different contents of a last message of `role`
+        share after it: the turn's header. Contents that start apart ("" and "x") keep a token
+        the header's end would merge with a content out of it; a template whose renders of
+        `head` and `head` plus a message disagree on `head`'s tokens gets `head` alone."""
+        ids = [int(i) for i in self.render(head)]
+        a = [int(i) for i in self.render([*head, {"role": role, "content": ""}])]
+        b = [int(i) for i in self.render([*head, {"role": role, "content": "x"}])]
+        n = len(ids)
+        if a[:n] != ids or b[:n] != ids:
+            return ids
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return a[:n]
 
 
 def renderer(tokenizer: Any) -> Callable[[list[dict[str, Any]]], Sequence[int]]:

@@ -22,17 +22,29 @@ def _ids(out):
     return out if isinstance(out, list) else out["input_ids"]
 
 
-def test_the_prefix_is_the_prompt_before_its_last_message_with_the_models_template(tokenizer):
+def test_the_prefix_is_the_prompt_before_its_last_messages_content_with_the_models_template(tokenizer):
     prefixes = ChatPrefixes(renderer(tokenizer))
     found = prefixes.of(CALL)
-    # The prompt SGLang renders for the call (generation prompt on) starts with exactly it.
+    # The prompt SGLang renders for the call (generation prompt on) starts with exactly it: the
+    # messages before the last, then the last one's header, `<|im_start|>user\n`.
     prompt = _ids(tokenizer.apply_chat_template(CALL, tokenize=True, add_generation_prompt=True))
     head = _ids(tokenizer.apply_chat_template(CALL[:1], tokenize=True, add_generation_prompt=False))
-    assert found == PromptPrefix(len(head), tuple(head[-LAST_IDS:]))
-    assert found.matches(prompt) and prompt[:found.tokens] == head
-    # Another situation of the same agent: the same prefix, from the cache.
-    again = prefixes.of([CALL[0], {"role": "user", "content": "The bell rings at noon."}])
+    header = tokenizer("<|im_start|>user\n", add_special_tokens=False)["input_ids"]
+    assert len(header) == 3
+    assert found == PromptPrefix(len(head) + 3, tuple((head + header)[-LAST_IDS:]))
+    assert found.matches(prompt) and prompt[:found.tokens] == head + header
+    # Another situation of the same agent, one that starts with a newline: the same prefix, from
+    # the cache, and the header's newline stays a token of its own in the prompt.
+    situation = {"role": "user", "content": "\nThe bell rings at noon."}
+    again = prefixes.of([CALL[0], situation])
     assert again == found and prefixes.rendered == 1
+    assert again.matches(_ids(tokenizer.apply_chat_template([CALL[0], situation], tokenize=True,
+                                                            add_generation_prompt=True)))
+    # The last message from another role has another header: rendered apart.
+    reply = [CALL[0], {"role": "assistant", "content": "Bread."}]
+    other = prefixes.of(reply)
+    assert other.tokens > len(head) and other != found and prefixes.rendered == 2
+    assert other.matches(_ids(tokenizer.apply_chat_template(reply, tokenize=True, add_generation_prompt=False)))
     assert not found.matches(head)  # a prompt that is the prefix alone has no tail
     assert not found.matches([0] * len(prompt))
 
@@ -59,4 +71,6 @@ def test_other_shapes_get_no_prefix_and_failures_are_counted():
         PromptPrefix(10, (2, 3, 4, 5, 6, 7, 8, 9))
     prefixes.of([{"role": "system", "content": "abc"}, {"role": "user", "content": "x"}])  # evicts "boom"
     prefixes.of([{"role": "system", "content": "boom"}, {"role": "user", "content": "x"}])
-    assert prefixes.failed == 2 and len(calls) == 4
+    # Three renders a prefix (the head, then two contents of the last message), one where the
+    # head's render fails.
+    assert prefixes.failed == 2 and len(calls) == 8
