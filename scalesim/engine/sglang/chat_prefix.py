@@ -9,16 +9,17 @@ call at steps 6-9, holding some 7,700 tokens of such tails; misses there are sen
 memory: a replay of that run's schedule misses 26 calls after first calls in the tiers' 298,084
 tokens, and 42 (the server: 43) in 285,000.
 
-On the chat route the boundary is known at the first call: the prompt minus its last message,
-plus the header the template opens that message with (`<|im_start|>user\n`), which every call
-of the agent shares whatever it says. The HTTP process renders the messages before the last one
-with the model's chat template (once per distinct prefix and role of the last message:
-`ChatPrefixes` keeps a bounded cache) and sends their token count with the request's agent,
-together with the last few token ids. The boundary also serves every later call whose previous
-call's tail is gone (evicted first, as tails are): without the header it would leave those
-tokens in the tail, recomputed on every such call (3 tokens a call with the default model). The scheduler uses it only where those
-ids are the prompt's own at that position (`PromptPrefix.matches`), so a template SGLang renders
-differently (a `--chat-template` of its own, tools, multimodal parts) costs nothing but the hint.
+On the chat route the boundary is known at the first call: the prompt before its last message's
+content, that is the messages before it and the header the template opens it with
+(`<|im_start|>user\n`), which every call of the agent shares whatever it says. The HTTP process
+renders them with the model's chat template (once per distinct prefix and role of the last
+message: `ChatPrefixes` keeps a bounded cache) and sends their token count with the request's
+agent, together with the last few token ids. The boundary also serves every later call whose
+previous call's tail is gone (evicted first, as tails are); without the header, those tokens
+were in the tail and recomputed on every such call (3 tokens a call with the default model).
+The scheduler uses the boundary only where those ids are the prompt's own at that position
+(`PromptPrefix.matches`), so a template SGLang renders differently (a `--chat-template` of its
+own, tools, multimodal parts) costs nothing but the hint.
 A conversation's last turn is part of its next call: marked as a tail it may be evicted first and
 recomputed (tens of tokens), never served wrong.
 """
@@ -87,10 +88,11 @@ class ChatPrefixes:
         return found
 
     def _with_turn_header(self, head: list[dict[str, Any]], role: str) -> list[int]:
-        """`head` rendered, then the tokens two different contents of a last message of `role`
-        share after it: the turn's header. Contents that start apart ("" and "x") keep a token
-        the header's end would merge with a content out of it; a template whose renders of
-        `head` and `head` plus a message disagree on `head`'s tokens gets `head` alone."""
+        """`head` rendered, then the tokens that two different contents of a last message of
+        `role` share after it: that turn's header. The two contents start differently ("" and
+        "x"), so a header token that a tokenizer merges with the content's first characters is
+        left out. A template that renders `head` differently once a message follows gets `head`
+        alone."""
         ids = [int(i) for i in self.render(head)]
         a = [int(i) for i in self.render([*head, {"role": role, "content": ""}])]
         b = [int(i) for i in self.render([*head, {"role": role, "content": "x"}])]
